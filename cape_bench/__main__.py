@@ -1,0 +1,3 @@
+from cape_bench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""The method contract: what the harness hands a CAPE method and what it expects back.
+
+The harness owns the loop (episodes, batching, caching, timing, storage); a method only
+turns a support set into a reusable state and predicts query keypoints from it.
+
+Frames and units used throughout cape-bench:
+
+* ``*_px``      original image pixels (the frame of the COCO annotation file);
+* ``*_crop``    pixels of the square crop the official pipeline warps each instance to
+                (``input_size`` × ``input_size``, 1.25-padded clean bbox, no rotation);
+* ``dist_norm`` a distance divided by the query's clean-bbox max side (the PCK normaliser).
+
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Category:
+    """One category of an MP-100-format annotation file.
+
+    Attributes:
+        id: COCO category id.
+        name: category name, e.g. ``"klipspringer_face"``.
+        supercategory: e.g. ``"animal_face"``.
+        keypoint_names: the file's ``keypoints`` entries (K strings).
+        descriptions: the keypoint texts a text-based method reads (K strings): from a
+            descriptions file when one is given, else ``keypoint_names`` with ``_`` → space.
+        skeleton: int[E, 2], 0-based keypoint indices.
+    """
+
+    id: int
+    name: str
+    supercategory: str
+    keypoint_names: tuple[str, ...]
+    descriptions: tuple[str, ...]
+    skeleton: np.ndarray = field(repr=False)
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoint_names)
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    """A batch of N instances of one category, as the harness presents them to a method.
+
+    Attributes:
+        category: the category all instances belong to.
+        ann_ids: int64[N], COCO annotation ids.
+        image_files: N file names relative to the image root.
+        bbox_px: float64[N, 4] clean bbox ``[x, y, w, h]`` (official sanitised box).
+        center_px: float64[N, 2] official crop centre.
+        scale: float64[N, 2] official crop scale (side / 200, 1.25-padded, square).
+        crops: uint8[N, S, S, 3] RGB crops warped with the official affine, or ``None`` when
+            the method does not need pixels (``MethodInfo.needs_images`` is False).
+        keypoints_px: float32[N, K, 2] ground truth, given for supports always and for
+            queries only to methods with ``MethodInfo.reads_query_ground_truth``.
+        visible: bool[N, K] visibility (COCO v > 0), same availability as ``keypoints_px``.
+    """
+
+    category: Category
+    ann_ids: np.ndarray
+    image_files: tuple[str, ...]
+    bbox_px: np.ndarray
+    center_px: np.ndarray
+    scale: np.ndarray
+    crops: np.ndarray | None = None
+    keypoints_px: np.ndarray | None = None
+    visible: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.ann_ids)
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """Static facts about a method that the harness and the report need.
+
+    Attributes:
+        name: registry name (lower-case CLI alias).
+        needs_images: the harness must load and crop pixels for it.
+        input_size: side of the square crop in pixels (ignored without images).
+        reads_text: reads keypoint descriptions (text probes apply).
+        extra_inputs: inputs beyond the support set that a fair comparison must mention,
+            e.g. ``("ground-truth category name",)``.
+        reads_query_ground_truth: only for test doubles such as ``oracle``.
+        paper: short citation.
+    """
+
+    name: str
+    needs_images: bool = True
+    input_size: int = 256
+    reads_text: bool = False
+    extra_inputs: tuple[str, ...] = ()
+    reads_query_ground_truth: bool = False
+    paper: str = ""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a method may use to get ready for one (split, shots) cell.
+
+    Attributes:
+        dataset: dataset name (``"mp100"`` or ``"cape-synth"``).
+        split: split number 1..5.
+        shots: number of support instances.
+        ann_dir: folder holding ``mp100_split{k}_{train,val,test}.json``.
+        image_root: folder the ``file_name`` entries are relative to, or None.
+        cache_dir: where a method may keep trained weights and embeddings.
+        options: method options from ``bench.toml`` (``[methods.<name>]``) and the CLI.
+        device: ``"cpu"`` or ``"cuda"``.
+        seed: run seed.
+        log: callable taking one message string (shown in the terminal and kept in run.json).
+    """
+
+    dataset: str
+    split: int
+    shots: int
+    ann_dir: str
+    image_root: str | None
+    cache_dir: str
+    options: dict[str, Any]
+    device: str = "cpu"
+    seed: int = 1
+    log: Any = print
+
+
+@runtime_checkable
+class Method(Protocol):
+    """The contract every CAPE method implements (see docs in README, "Adding a method")."""
+
+    info: MethodInfo
+
+    def prepare(self, ctx: RunContext) -> None:
+        """Load a checkpoint or train for ``ctx.split``; called once per (split, shots) cell."""
+
+    def encode_support(self, support: InstanceView) -> Any:
+        """Turn S support instances (ground truth given) into a reusable state."""
+
+    def predict(self, state: Any, queries: InstanceView) -> np.ndarray:
+        """Return float32[Q, K, 2] predicted keypoints in *original image pixels*."""
+
+    def provenance(self) -> dict[str, Any]:
+        """Checkpoint, backbone / text weights (genuine or random init), preset — for run.json."""

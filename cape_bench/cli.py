@@ -1,0 +1,251 @@
+"""``cape-bench``: the command line. Every heavy import happens inside a command, so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  cape-bench run                                    # CAPE-Synth (generated on first use), methods of bench.toml
+  cape-bench run --methods support-copy,oracle --shots 1 --splits 1
+  cape-bench run --dataset mp100 --ann-dir ../shared/mp100/annotations --methods support-copy,oracle
+  cape-bench score runs/NAME                        # recompute every score from stored predictions
+  cape-bench episodes --ann mp100_split1_test.json --shots 1
+  cape-bench data check --ann mp100_split1_test.json
+  cape-bench ls methods
+"""
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t for t in text.replace(" ", ",").split(",") if t]
+
+
+def _int_range_list(text: str) -> list[int]:
+    """``"1-5"`` → [1..5]; ``"1,3"`` → [1, 3]."""
+    out: list[int] = []
+    for part in _csv_list(text):
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            out.extend(range(int(lo), int(hi) + 1))
+        else:
+            out.append(int(part))
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cape-bench",
+        description="Benchmark and evaluation harness for category-agnostic pose estimation (MP-100 protocol).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="evaluate methods on the episode protocol and score them")
+    run.add_argument("--config", type=Path, help="config file (default: ./bench.toml if present, else built-in defaults)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one config value, e.g. --set protocol.shots=[1] (repeatable)")
+    run.add_argument("--methods", type=_csv_list, help="comma-separated method names (see `cape-bench ls methods`)")
+    run.add_argument("--dataset", choices=["cape-synth", "mp100"], help="dataset (default: cape-synth)")
+    run.add_argument("--ann-dir", help="folder with mp100_split{k}_{train,val,test}.json")
+    run.add_argument("--images", help="image root the annotation file names are relative to")
+    run.add_argument("--descriptions", help="keypoint descriptions file (format of keypoint_descriptions.json)")
+    run.add_argument("--text-variant", choices=["regular", "synonyms", "translated", "typo"])
+    run.add_argument("--subset", choices=["test", "val"], help="test (200 episodes/category) or val (100)")
+    run.add_argument("--categories", type=_csv_list, help="restrict to these category ids or names")
+    run.add_argument("--splits", type=_int_range_list, help="e.g. 1-5 or 1,3")
+    run.add_argument("--shots", type=_int_range_list, help="e.g. 1,5")
+    run.add_argument("--num-episodes", type=int, help="episodes per category (smoke runs; not the official protocol)")
+    run.add_argument("--checkpoint", action="append", default=[], metavar="METHOD=PATH",
+                     help="use a checkpoint for a method (repeatable)")
+    run.add_argument("--device", choices=["cpu", "cuda"])
+    run.add_argument("--out-dir", help="parent folder of run directories (default: runs)")
+    run.add_argument("--name", help="run directory name (default: a timestamp); an existing run resumes")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+
+    score = sub.add_parser("score", help="recompute all scores of a run directory from its stored predictions")
+    score.add_argument("run_dir", type=Path)
+    score.set_defaults(func=cmd_score)
+
+    ep = sub.add_parser("episodes", help="build the official episodes of an annotation file; print the digest")
+    ep.add_argument("--ann", type=Path, required=True, help="an mp100_split{k}_{test,val}.json file")
+    ep.add_argument("--shots", type=int, required=True)
+    ep.add_argument("--subset", choices=["test", "val"], default="test", help="200 (test) or 100 (val) episodes")
+    ep.add_argument("--num-episodes", type=int, help="episodes per category (default: official)")
+    ep.add_argument("--out", type=Path, help="write the manifest (CSV) here")
+    ep.set_defaults(func=cmd_episodes)
+
+    ls = sub.add_parser("ls", help="list registered methods or datasets")
+    ls.add_argument("what", choices=["methods", "datasets"])
+    ls.set_defaults(func=cmd_ls)
+
+    data = sub.add_parser("data", help="dataset tools: check, synth, show")
+    dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    check = dsub.add_parser("check", help="the dataset doctor: find inconsistencies in annotation files")
+    check.add_argument("--ann", type=Path, action="append", required=True, help="annotation file (repeatable)")
+    check.add_argument("--images", type=Path, help="image root; report missing images")
+    check.add_argument("--descriptions", type=Path, help="keypoint descriptions file to check against")
+    check.add_argument("--json", action="store_true", help="print the findings as JSON")
+    check.set_defaults(func=cmd_data_check)
+    return parser
+
+
+def cmd_run(args) -> int:
+    from rich.console import Console  # noqa: PLC0415
+
+    from cape_bench.config import find_config, load_config  # noqa: PLC0415
+
+    overrides = list(args.overrides)
+
+    def put(key: str, value) -> None:
+        import json  # noqa: PLC0415
+
+        overrides.append(f"{key}={json.dumps(value)}")
+
+    if args.methods:
+        put("run.methods", args.methods)
+    if args.dataset:
+        put("dataset.name", args.dataset)
+    for flag, key in (("ann_dir", "dataset.ann_dir"), ("images", "dataset.image_root"),
+                      ("descriptions", "dataset.descriptions"), ("text_variant", "dataset.text_variant"),
+                      ("subset", "dataset.subset"), ("device", "run.device"), ("out_dir", "run.out_dir"),
+                      ("name", "run.name")):
+        value = getattr(args, flag)
+        if value:
+            put(key, str(Path(value).resolve()) if flag in ("ann_dir", "images", "descriptions") else value)
+    if args.ann_dir and not args.dataset:
+        put("dataset.name", "mp100")
+    if args.categories:
+        put("dataset.categories", args.categories)
+    if args.splits:
+        put("protocol.splits", args.splits)
+    if args.shots:
+        put("protocol.shots", args.shots)
+    if args.num_episodes is not None:
+        put("protocol.num_episodes", args.num_episodes)
+    for item in args.checkpoint:
+        method, sep, path = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--checkpoint {item!r}: expected METHOD=PATH")
+        put(f"methods.{method}.checkpoint", str(Path(path).resolve()))
+    cfg = load_config(args.config or find_config(), overrides)
+    console = Console()
+    return run_and_report(cfg, console, show_progress=not args.quiet)
+
+
+def run_and_report(cfg, console, show_progress: bool = True) -> int:
+    """Run the grid, score it, print the table; exit status 1 when a cell failed."""
+    import time  # noqa: PLC0415
+
+    from cape_bench.runner import Runner  # noqa: PLC0415
+    from cape_bench.scoring import score_run  # noqa: PLC0415
+    from cape_bench.tables import print_headline  # noqa: PLC0415
+
+    name = cfg.run.name or time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(cfg.run.out_dir) / name
+    console.print(f"run directory: {run_dir}")
+    runner = Runner(cfg, run_dir, console=console, show_progress=show_progress)
+    outcomes = runner.execute()
+    tables = score_run(run_dir)
+    extra = {}
+    for rec in runner.run.finished_cells():
+        extra[rec["method"]] = rec["info"]["extra_inputs"]
+    print_headline(console, tables["summary.csv"], tables["ceiling.csv"], extra_inputs=extra)
+    skipped = [o for o in outcomes if o.status.startswith("skipped")]
+    if skipped:
+        console.print(f"{len(skipped)} cells were finished earlier and not recomputed")
+    failed = [o for o in outcomes if o.status == "failed"]
+    console.print(f"results: {run_dir / 'summary.csv'}")
+    if failed:
+        console.print(f"[red]{len(failed)} cells failed; finished cells are kept. Re-run the same command to retry.[/red]")
+        return 1
+    return 0
+
+
+def cmd_score(args) -> int:
+    from rich.console import Console  # noqa: PLC0415
+
+    from cape_bench.scoring import score_run  # noqa: PLC0415
+    from cape_bench.tables import print_headline  # noqa: PLC0415
+
+    tables = score_run(args.run_dir)
+    print_headline(Console(), tables["summary.csv"], tables["ceiling.csv"])
+    print(f"wrote {', '.join(tables)} in {args.run_dir}")
+    return 0
+
+
+def cmd_episodes(args) -> int:
+    from cape_bench.data.mp100 import load_annotation_set  # noqa: PLC0415
+    from cape_bench.episodes import build_manifest  # noqa: PLC0415
+    from cape_bench.store import write_frame  # noqa: PLC0415
+
+    ann = load_annotation_set(args.ann)
+    manifest = build_manifest(ann, args.shots, num_episodes=args.num_episodes, subset=args.subset)
+    print(f"{args.ann}: {len(ann.categories)} categories, {len(ann.instances)} instances, "
+          f"{manifest.num_episodes} episodes × {manifest.num_queries} queries × {args.shots} shot(s) "
+          f"= {len(manifest)} pairs" + ("" if manifest.official else " (not the official protocol size)"))
+    if args.out:
+        write_frame(args.out, manifest.to_frame())
+        print(f"manifest: {args.out}")
+    print(manifest.sha256)
+    return 0
+
+
+def cmd_ls(args) -> int:
+    if args.what == "methods":
+        from cape_bench.registry import list_methods  # noqa: PLC0415
+
+        entries = list_methods()
+        width = max(len(n) for n in entries)
+        for entry in entries.values():
+            print(f"{entry.name:<{width}}  {entry.target}  [{entry.source}]")
+    else:
+        print("cape-synth  generated by `cape-bench data synth` (default; cached on first use)")
+        print("mp100       MP-100 annotation files (--ann-dir) and, for image methods, images (--images)")
+    return 0
+
+
+def cmd_data_check(args) -> int:
+    import json  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+
+    from cape_bench.data import doctor  # noqa: PLC0415
+
+    console = Console()
+    status = 0
+    reports = []
+    for ann in args.ann:
+        report = doctor.check_annotation_file(ann, images_dir=args.images, descriptions=args.descriptions)
+        reports.append(report)
+        if not args.json:
+            doctor.render_report(report, console)
+        status = max(status, 1 if report.has_errors else 0)
+    if args.json:
+        print(json.dumps([doctor.report_to_dict(r) for r in reports], indent=2))
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from cape_bench import __version__  # noqa: PLC0415
+
+        print(__version__)
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    from cape_bench.config import ConfigError  # noqa: PLC0415
+    from cape_bench.data.mp100 import AnnotationError  # noqa: PLC0415
+    from cape_bench.registry import UnknownMethodError  # noqa: PLC0415
+
+    try:
+        return args.func(args)
+    except (ConfigError, AnnotationError, UnknownMethodError, FileNotFoundError) as err:
+        print(f"cape-bench: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,126 @@
+"""``cape-bench score``: stored predictions → every score table, with no model in sight.
+
+Reads ``predictions/*/*.parquet`` of a run directory and writes per-keypoint distances
+(``scores/``), ``summary.csv`` (``method,split,shots,metric,value``), ``intervals.csv``
+(bootstrap 95 % intervals over episodes), ``ceiling.csv`` (the protocol ceiling of each cell),
+``per_category.csv`` and ``per_keypoint.csv``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cape_bench.metrics import pck
+from cape_bench.store import RunDir, write_frame
+
+
+@dataclass(frozen=True)
+class CellArrays:
+    """A cell's long prediction table as padded arrays ``[P pairs, Kmax]`` (NaN / False padding)."""
+
+    pair_category: np.ndarray  # int[P]
+    pair_episode: np.ndarray  # int[P]
+    dist_norm: np.ndarray  # float32[P, Kmax], NaN where not scored
+    dist_px: np.ndarray  # float32[P, Kmax]
+    mask: np.ndarray  # bool[P, Kmax]
+
+
+def cell_arrays(frame) -> CellArrays:
+    """Pad the long table by (pair, kpt) and compute the official distances."""
+    pair = frame["pair"].to_numpy()
+    kpt = frame["kpt"].to_numpy().astype(np.int64)
+    n_pairs = int(pair.max()) + 1 if len(pair) else 0
+    kmax = int(kpt.max()) + 1 if len(kpt) else 0
+
+    def padded(col, fill, dtype):
+        out = np.full((n_pairs, kmax), fill, dtype=dtype)
+        out[pair, kpt] = frame[col].to_numpy()
+        return out
+
+    pred = np.stack([padded("pred_x", np.nan, np.float64), padded("pred_y", np.nan, np.float64)], axis=-1)
+    gt = np.stack([padded("gt_x", np.nan, np.float32), padded("gt_y", np.nan, np.float32)], axis=-1)
+    mask = padded("visible_query", False, bool) & padded("visible_support", False, bool)
+    norm = np.zeros(n_pairs)
+    norm[pair] = frame["norm_px"].to_numpy()
+    category = np.zeros(n_pairs, np.int64)
+    category[pair] = frame["category_id"].to_numpy()
+    episode = np.zeros(n_pairs, np.int64)
+    episode[pair] = frame["episode"].to_numpy()
+    return CellArrays(
+        pair_category=category,
+        pair_episode=episode,
+        dist_norm=pck.normalized_distances(pred, gt, mask, norm),
+        dist_px=pck.pixel_distances(pred, gt, mask),
+        mask=mask,
+    )
+
+
+def score_run(run_dir, thresholds=pck.PCK_THRESHOLDS, *, bootstrap_reps: int = 1000) -> dict:
+    """Score every finished cell of a run; returns the tables as pandas DataFrames."""
+    import pandas as pd  # noqa: PLC0415
+
+    run = RunDir(run_dir)
+    run.read_run_json()  # fails clearly when this is not a run directory
+    names = _category_names(run)
+    summary, intervals, ceiling, per_cat, per_kpt = [], [], [], [], []
+    for rec in run.finished_cells():
+        method, split, shots = rec["method"], rec["split"], rec["shots"]
+        frame = pd.read_parquet(run.predictions(method, split, shots))
+        arrays = cell_arrays(frame)
+        per_pair = pck.per_pair_metrics(arrays.dist_norm, arrays.dist_px, thresholds)
+        for metric, value in pck.summarize(per_pair).items():
+            summary.append((method, split, shots, metric, value))
+        lo, hi = pck.bootstrap_ci(per_pair["PCK@0.2"], arrays.pair_episode, reps=bootstrap_reps)
+        intervals.append((method, split, shots, "PCK@0.2", lo, hi, bootstrap_reps))
+        ceiling.append((method, split, shots, float(np.mean(arrays.mask.any(axis=1)))))
+        valid_kpt = frame["visible_query"].to_numpy() & frame["visible_support"].to_numpy()
+        dist_rows = arrays.dist_norm[frame["pair"].to_numpy(), frame["kpt"].to_numpy().astype(np.int64)]
+        write_frame(
+            run.scores(method, split, shots),
+            pd.DataFrame(
+                {
+                    "pair": frame["pair"],
+                    "kpt": frame["kpt"],
+                    "category_id": frame["category_id"],
+                    "scored": valid_kpt,
+                    "dist_norm": dist_rows,
+                    "dist_px": arrays.dist_px[frame["pair"].to_numpy(), frame["kpt"].to_numpy().astype(np.int64)],
+                }
+            ),
+        )
+        for cat in np.unique(arrays.pair_category):
+            sel = arrays.pair_category == cat
+            for metric in ("PCK@0.2", "mPCK", "NME"):
+                per_cat.append((method, split, shots, int(cat), *names.get(int(cat), ("", "")), metric, float(np.mean(per_pair[metric][sel]))))
+            d = arrays.dist_norm[sel]
+            scored = ~np.isnan(d)
+            hits = (np.where(scored, d, np.inf) < np.float32(0.2)).sum(axis=0)
+            counts = scored.sum(axis=0)
+            for k in range(d.shape[1]):
+                if counts[k]:
+                    per_kpt.append((method, split, shots, int(cat), k, int(counts[k]), float(hits[k] / counts[k])))
+    tables = {
+        "summary.csv": pd.DataFrame(summary, columns=["method", "split", "shots", "metric", "value"]),
+        "intervals.csv": pd.DataFrame(
+            intervals, columns=["method", "split", "shots", "metric", "ci95_low", "ci95_high", "bootstrap_reps"]
+        ),
+        "ceiling.csv": pd.DataFrame(ceiling, columns=["method", "split", "shots", "ceiling"])
+        .groupby(["split", "shots"], as_index=False)["ceiling"]
+        .first(),
+        "per_category.csv": pd.DataFrame(
+            per_cat, columns=["method", "split", "shots", "category_id", "category", "supercategory", "metric", "value"]
+        ),
+        "per_keypoint.csv": pd.DataFrame(
+            per_kpt, columns=["method", "split", "shots", "category_id", "kpt", "scored", "PCK@0.2"]
+        ),
+    }
+    for name, table in tables.items():
+        write_frame(run.table(name), table)
+    return tables
+
+
+def _category_names(run: RunDir) -> dict[int, tuple[str, str]]:
+    """category id → (name, supercategory), from the categories the run stored."""
+    return {cid: (c["name"], c["supercategory"]) for cid, c in run.categories().items()}

@@ -1,0 +1,54 @@
+"""Paper-style tables from a run's ``summary.csv``: methods × splits + mean, one block per shots."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def headline(summary, ceiling=None, metric: str = "PCK@0.2"):
+    """Pivot ``summary`` into {shots: DataFrame(method × split, + 'mean')} in percent.
+
+    The mean is over the splits present (the papers' "Mean" over 5 splits when all ran).
+    A ``(protocol ceiling)`` row is appended when ``ceiling`` is given.
+    """
+    import pandas as pd  # noqa: PLC0415
+
+    out = {}
+    sel = summary[summary["metric"] == metric]
+    for shots, block in sel.groupby("shots"):
+        table = block.pivot_table(index="method", columns="split", values="value", aggfunc="first") * 100
+        if ceiling is not None and len(ceiling):
+            c = ceiling[ceiling["shots"] == shots].set_index("split")["ceiling"] * 100
+            table.loc["(protocol ceiling)"] = c.reindex(table.columns)
+        table["mean"] = table.mean(axis=1)
+        out[int(shots)] = table.rename(columns=lambda s: s if s == "mean" else f"split {s}")
+    return out
+
+
+def print_headline(console, summary, ceiling=None, metric: str = "PCK@0.2", extra_inputs=None) -> None:
+    """Print the headline tables with rich; best method per column in bold."""
+    from rich.table import Table  # noqa: PLC0415
+
+    extra_inputs = extra_inputs or {}
+    for shots, table in headline(summary, ceiling, metric).items():
+        rich_table = Table(title=f"{metric} (%), {shots}-shot", title_justify="left")
+        rich_table.add_column("method")
+        for col in table.columns:
+            rich_table.add_column(str(col), justify="right")
+        methods = [m for m in table.index if not m.startswith("(")]
+        best = {col: table.loc[methods, col].max() if methods else np.nan for col in table.columns}
+        for method, row in table.iterrows():
+            name = method + (" †" if extra_inputs.get(method) else "")
+            cells = []
+            for col, value in row.items():
+                text = "—" if np.isnan(value) else f"{value:.2f}"
+                if method in methods and len(methods) > 1 and value == best[col]:
+                    text = f"[bold]{text}[/bold]"
+                cells.append(text)
+            style = "dim" if method.startswith("(") else None
+            rich_table.add_row(name, *cells, style=style)
+        console.print(rich_table)
+    flagged = sorted(m for m, v in extra_inputs.items() if v)
+    if flagged:
+        notes = "; ".join(f"{m}: {', '.join(extra_inputs[m])}" for m in flagged)
+        console.print(f"† uses extra input — {notes}")
