@@ -132,7 +132,7 @@ def cmd_run(args) -> int:
             raise SystemExit(f"--checkpoint {item!r}: expected METHOD=PATH")
         put(f"methods.{method}.checkpoint", str(Path(path).resolve()))
     cfg = load_config(args.config or find_config(), overrides)
-    console = Console()
+    console = Console(soft_wrap=True)  # log lines stay whole (greppable) in logs and CI output
     return run_and_report(cfg, console, show_progress=not args.quiet)
 
 

@@ -104,9 +104,18 @@ def per_pair_metrics(dist_norm: np.ndarray, dist_px: np.ndarray, thresholds=PCK_
 def summarize(per_pair: dict[str, np.ndarray]) -> dict[str, float]:
     """The split-level numbers: the plain mean over pairs of each per-pair metric.
 
-    The mean keeps each metric's dtype (float32 for NME/EPE), as ``np.mean`` does in the official code.
+    The mean keeps each metric's dtype (float32 for NME/EPE), as ``np.mean`` does in the official
+    code, and mPCK is the official running sum of the split-level PCKs divided by their number
+    (not the mean of per-pair mPCK, which differs in the last bits).
     """
-    return {name: float(np.mean(v)) if len(v) else float("nan") for name, v in per_pair.items()}
+    out = {name: float(np.mean(v)) if len(v) else float("nan") for name, v in per_pair.items()}
+    pcks = [name for name in per_pair if name.startswith("PCK@")]
+    if "mPCK" in out and pcks:
+        total = 0
+        for name in pcks:
+            total += np.mean(per_pair[name])
+        out["mPCK"] = float(total / len(pcks))
+    return out
 
 
 HIGHER_IS_BETTER = {"mPCK": True, "NME": False, "AUC": True, "EPE": False}

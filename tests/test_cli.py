@@ -1,0 +1,171 @@
+"""The front door: --help, config, registry errors, runs, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cape_bench import registry
+from cape_bench.api import MethodInfo
+from cape_bench.cli import main
+from cape_bench.config import ConfigError, load_config
+from cape_bench.runner import Runner
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fresh_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys, contextlib, io\n"
+        "from cape_bench.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    for argv in (['--help'], ['run', '--help'], ['ls', 'methods']):\n"
+        "        try:\n            main(argv)\n        except SystemExit:\n            pass\n"
+        "heavy = [m for m in ('torch', 'timm', 'torchvision', 'matplotlib', 'pandas') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = _fresh_python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_bench_toml_is_valid_and_strict(tmp_path):
+    cfg = load_config(REPO / "bench.toml")
+    assert cfg.protocol.shots == (1, 5)
+    bad = tmp_path / "bench.toml"
+    bad.write_text((REPO / "bench.toml").read_text().replace("num_queries = 15", "num_querys = 15"))
+    with pytest.raises(ConfigError, match=r"unknown config key 'protocol\.num_querys'"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"protocol\.shots\[0\]: expected int"):
+        load_config(None, ["protocol.shots=['one']"])
+    assert load_config(None, ["protocol.shots=[1]", "methods.x.preset=official"]).method("x").preset == "official"
+
+
+def test_unknown_method_did_you_mean(capsys):
+    with pytest.raises(registry.UnknownMethodError, match="Did you mean support-copy"):
+        registry.resolve("suport-copy")
+    assert main(["run", "--methods", "orcale", "--ann-dir", "/nonexistent"]) == 2
+    assert "Did you mean oracle" in capsys.readouterr().err
+
+
+def test_ls_methods_names_where_they_live(capsys):
+    assert main(["ls", "methods"]) == 0
+    out = capsys.readouterr().out
+    assert "support-copy  cape_bench.methods.reference:SupportCopy  [built-in]" in out
+
+
+def _run_tiny(tiny, tmp_path, *extra):
+    return main(["run", "--ann-dir", str(tiny / "annotations"), "--splits", "1", "--shots", "1",
+                 "--num-episodes", "3", "--out-dir", str(tmp_path / "runs"), "--name", "r", "--quiet", *extra])
+
+
+def test_run_score_roundtrip_on_tiny(tiny_mp100, tmp_path, capsys):
+    assert _run_tiny(tiny_mp100, tmp_path, "--methods", "support-copy,oracle") == 0
+    out = capsys.readouterr().out
+    assert "not comparable with published" in out
+    run_dir = tmp_path / "runs" / "r"
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert list(summary.columns) == ["method", "split", "shots", "metric", "value"]
+    val = summary.set_index(["method", "metric"])["value"]
+    assert val[("oracle", "PCK@0.2")] == 1.0
+    assert 0 < val[("support-copy", "PCK@0.2")] < 1
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["episodes"]["split1_1shot"]["pairs"] == 3 * 3 * 15
+    assert len(meta["config_sha256"]) == 64 and meta["official_protocol"] is False
+    # score recomputes the same numbers from the stored predictions alone
+    (run_dir / "summary.csv").unlink()
+    assert main(["score", str(run_dir)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "summary.csv"), summary)
+
+
+def test_methods_needing_images_get_one_clear_error(tiny_mp100, tmp_path, monkeypatch, capsys):
+    class NeedsPixels:
+        info = MethodInfo(name="needs-pixels", needs_images=True)
+
+        def prepare(self, ctx): ...
+        def encode_support(self, support): ...
+        def predict(self, state, queries): ...
+        def provenance(self): return {}
+
+    monkeypatch.setitem(registry.BUILTIN_METHODS, "needs-pixels", f"{__name__}:_NEEDS_PIXELS")
+    monkeypatch.setattr(sys.modules[__name__], "_NEEDS_PIXELS", NeedsPixels, raising=False)
+    (tiny_mp100 / "images").mkdir(exist_ok=True)
+    code = _run_tiny(tiny_mp100, tmp_path, "--methods", "support-copy,needs-pixels", "--images",
+                     str(tiny_mp100 / "images"))
+    assert code == 1
+    out = capsys.readouterr().out
+    import re
+
+    found = re.search(r"needs images: (\d+) of (\d+) files are missing under \S+: ((?:thing_\d+/\d+\.png, ){4}thing_\d+/\d+\.png) … and (\d+) more", out)
+    assert found, out
+    missing, referenced, _, more = found.groups()
+    assert missing == referenced and int(more) == int(missing) - 5
+    # the other method's cell is kept
+    assert (tmp_path / "runs" / "r" / "predictions" / "support-copy" / "split1_1shot.parquet").exists()
+
+
+class _NaNMethod:
+    info = MethodInfo(name="nan", needs_images=False)
+
+    def prepare(self, ctx): ...
+    def encode_support(self, support): return None
+    def predict(self, state, queries):
+        out = np.zeros((len(queries), queries.category.num_keypoints, 2), np.float32)
+        out[-1, 0, 0] = np.nan
+        return out
+    def provenance(self): return {}
+
+
+def test_nan_output_is_named_and_finished_cells_survive(tiny_mp100, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(registry.BUILTIN_METHODS, "nan", f"{__name__}:_NaNMethod")
+    assert _run_tiny(tiny_mp100, tmp_path, "--methods", "oracle,nan") == 1
+    out = capsys.readouterr().out
+    assert "non-finite prediction for query annotation" in out
+    summary = pd.read_csv(tmp_path / "runs" / "r" / "summary.csv")
+    assert set(summary["method"]) == {"oracle"}
+
+
+def test_resume_after_killed_run(mp100_ann_dir, tmp_path):
+    """SIGKILL a real run once its first cell is stored; the rerun skips finished cells and matches a clean run."""
+    args = [sys.executable, "-m", "cape_bench", "run", "--ann-dir", str(mp100_ann_dir), "--methods",
+            "support-copy", "--splits", "1,2", "--shots", "1", "--num-episodes", "40", "--quiet",
+            "--out-dir", str(tmp_path)]
+    proc = subprocess.Popen([*args, "--name", "killed"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first_cell = tmp_path / "killed" / "cells" / "support-copy" / "split1_1shot.json"
+    deadline = time.time() + 120
+    while not first_cell.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert first_cell.exists(), proc.stderr.read().decode() if proc.poll() is not None else "timeout"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stamp = first_cell.stat().st_mtime_ns
+    resumed = subprocess.run([*args, "--name", "killed"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert first_cell.stat().st_mtime_ns == stamp, "a finished cell was recomputed"
+    clean = subprocess.run([*args, "--name", "clean"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert clean.returncode == 0, clean.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "killed" / "summary.csv"),
+                                  pd.read_csv(tmp_path / "clean" / "summary.csv"))
+
+
+def test_resume_refuses_a_different_config(tiny_mp100, tmp_path):
+    assert _run_tiny(tiny_mp100, tmp_path, "--methods", "oracle") == 0
+    with pytest.raises(RuntimeError, match="different config"):
+        Runner(
+            load_config(None, ["dataset.name='mp100'", f"dataset.ann_dir='{tiny_mp100 / 'annotations'}'",
+                               "protocol.splits=[1]", "protocol.shots=[5]"]),
+            tmp_path / "runs" / "r",
+        ).execute()
