@@ -70,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("run_dir", type=Path)
     score.set_defaults(func=cmd_score)
 
+    report = sub.add_parser("report", help="render the self-contained HTML report of one or more run directories")
+    report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    report.add_argument("--out", type=Path, help="output file (default: reports/<run name>.html)")
+    report.set_defaults(func=cmd_report)
+
+    tables = sub.add_parser("tables", help="print the headline table (methods × splits + mean) of run directories")
+    tables.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    tables.add_argument("--format", choices=["md", "latex", "csv"], default="md")
+    tables.add_argument("--metric", default="PCK@0.2")
+    tables.set_defaults(func=cmd_tables)
+
     ep = sub.add_parser("episodes", help="build the official episodes of an annotation file; print the digest")
     ep.add_argument("--ann", type=Path, required=True, help="an mp100_split{k}_{test,val}.json file")
     ep.add_argument("--shots", type=int, required=True)
@@ -174,6 +185,21 @@ def cmd_score(args) -> int:
     tables = score_run(args.run_dir)
     print_headline(Console(), tables["summary.csv"], tables["ceiling.csv"])
     print(f"wrote {', '.join(tables)} in {args.run_dir}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from cape_bench.report import build_report  # noqa: PLC0415
+
+    path = build_report(args.run_dirs, args.out)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_tables(args) -> int:
+    from cape_bench.report.paper_tables import render_tables  # noqa: PLC0415
+
+    print(render_tables(args.run_dirs, args.format, metric=args.metric))
     return 0
 
 

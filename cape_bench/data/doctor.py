@@ -31,6 +31,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
 from cape_bench.data.geometry import clean_bbox
 
 ERROR, WARNING, INFO = "error", "warning", "info"
@@ -248,8 +252,17 @@ class _Sink:
     file: str
     items: list[Finding] = field(default_factory=list)
 
-    def add(self, code: str, message: str, path: str = "", *, cat: _Cat | None = None,
-            category_id: Any = None, ann: Any = None, image: Any = None) -> None:
+    def add(
+        self,
+        code: str,
+        message: str,
+        path: str = "",
+        *,
+        cat: _Cat | None = None,
+        category_id: Any = None,
+        ann: Any = None,
+        image: Any = None,
+    ) -> None:
         if code not in CODES:  # a typo here would silently create an unfilterable code
             raise KeyError(code)
         self.items.append(
@@ -419,8 +432,9 @@ def _category_names(cat: dict, path: str, sink: _Sink, ctx: dict) -> list | None
         return None
     for j, name in enumerate(names):
         if not isinstance(name, str):
-            sink.add("E-field-type", f"keypoint name must be a string, got {_short(name)}",
-                     f"{path}.keypoints[{j}]", **ctx)
+            sink.add(
+                "E-field-type", f"keypoint name must be a string, got {_short(name)}", f"{path}.keypoints[{j}]", **ctx
+            )
     return names
 
 
@@ -431,16 +445,24 @@ def _category_edges(cat: dict, path: str, sink: _Sink, ctx: dict) -> list[tuple[
         return []
     skeleton = cat["skeleton"]
     if not isinstance(skeleton, list):
-        sink.add("E-field-type", f"skeleton must be a list of [a, b] pairs, got {_short(skeleton)}",
-                 f"{path}.skeleton", **ctx)
+        sink.add(
+            "E-field-type",
+            f"skeleton must be a list of [a, b] pairs, got {_short(skeleton)}",
+            f"{path}.skeleton",
+            **ctx,
+        )
         return []
     edges = []
     for j, edge in enumerate(skeleton):
         if isinstance(edge, list) and len(edge) == 2 and all(_is_int(v) for v in edge):
             edges.append((j, edge[0], edge[1]))
         else:
-            sink.add("E-field-type", f"skeleton edge must be a pair of integers, got {_short(edge)}",
-                     f"{path}.skeleton[{j}]", **ctx)
+            sink.add(
+                "E-field-type",
+                f"skeleton edge must be a pair of integers, got {_short(edge)}",
+                f"{path}.skeleton[{j}]",
+                **ctx,
+            )
     return edges
 
 
@@ -468,8 +490,12 @@ def _index_categories(raw: list, sink: _Sink) -> dict[Any, _Cat]:
         ctx = {"category_id": cid}
         if cid in cats:
             # the official test set iterates getCatIds(): the category would be evaluated twice
-            sink.add("E-dup-category-id", f"category id {cid} already used by categories[{cats[cid].index}]",
-                     f"{path}.id", **ctx)
+            sink.add(
+                "E-dup-category-id",
+                f"category id {cid} already used by categories[{cats[cid].index}]",
+                f"{path}.id",
+                **ctx,
+            )
             continue
         cats[cid] = _Cat(
             index=i,
@@ -510,27 +536,39 @@ def _set_keypoint_counts(cats: dict[Any, _Cat], lengths: dict[Any, Counter], sin
         common = lengths[cat.id].most_common(1)
         cat.k, cat.k_source = (common[0][0], "annotations") if common else (0, "names")
         if cat.names is not None and common:
-            sink.add("W-kpt-names-missing",
-                     f"category {cat.name!r} lists no keypoint names; its annotations carry {cat.k} keypoints "
-                     f"(K={cat.k} taken from them, as the official loader does; text methods need --descriptions)",
-                     f"categories[{cat.index}].keypoints", cat=cat)
+            sink.add(
+                "W-kpt-names-missing",
+                f"category {cat.name!r} lists no keypoint names; its annotations carry {cat.k} keypoints "
+                f"(K={cat.k} taken from them, as the official loader does; text methods need --descriptions)",
+                f"categories[{cat.index}].keypoints",
+                cat=cat,
+            )
 
 
 def _check_keypoint_names(cat: _Cat, sink: _Sink) -> None:
     path = f"categories[{cat.index}].keypoints"
     if cat.k > MAX_KPT_NUM:
-        sink.add("E-kpt-too-many", f"K={cat.k} exceeds the official padding of {MAX_KPT_NUM} keypoint rows",
-                 path, cat=cat)
+        sink.add(
+            "E-kpt-too-many", f"K={cat.k} exceeds the official padding of {MAX_KPT_NUM} keypoint rows", path, cat=cat
+        )
     names = [n for n in (cat.names or []) if isinstance(n, str)]
     empty = [j for j, n in enumerate(cat.names or []) if isinstance(n, str) and not n.strip()]
     if empty:
-        sink.add("W-kpt-name-empty", f"{len(empty)} empty keypoint name(s) at index {empty[:10]}",
-                 f"{path}[{empty[0]}]", cat=cat)
+        sink.add(
+            "W-kpt-name-empty",
+            f"{len(empty)} empty keypoint name(s) at index {empty[:10]}",
+            f"{path}[{empty[0]}]",
+            cat=cat,
+        )
     duplicated = sorted(n for n, c in Counter(n for n in names if n.strip()).items() if c > 1)
     if duplicated:
         first = next(j for j, n in enumerate(cat.names) if n == duplicated[0])
-        sink.add("W-kpt-name-duplicate", f"keypoint names used more than once: {duplicated[:10]}",
-                 f"{path}[{first}]", cat=cat)
+        sink.add(
+            "W-kpt-name-duplicate",
+            f"keypoint names used more than once: {duplicated[:10]}",
+            f"{path}[{first}]",
+            cat=cat,
+        )
 
 
 def _skeleton_base(cat: _Cat) -> str:
@@ -547,26 +585,41 @@ def _check_skeleton(cat: _Cat, sink: _Sink) -> None:
     path = f"categories[{cat.index}].skeleton"
     cat.base = _skeleton_base(cat)
     if cat.base == "empty":
-        sink.add("I-skeleton-empty", f"category {cat.name!r} has no skeleton edges (graph methods see no edges)",
-                 path, cat=cat)
+        sink.add(
+            "I-skeleton-empty",
+            f"category {cat.name!r} has no skeleton edges (graph methods see no edges)",
+            path,
+            cat=cat,
+        )
         return
     offset = 1 if cat.base == "1-based" else 0
     if offset:
-        sink.add("W-skeleton-one-based",
-                 f"edges use indices 1..{cat.k} and never 0: looks 1-based; PoseAnything/CapeX read edges as "
-                 f"0-based and would silently shift every edge by one",
-                 path, cat=cat)
+        sink.add(
+            "W-skeleton-one-based",
+            f"edges use indices 1..{cat.k} and never 0: looks 1-based; PoseAnything/CapeX read edges as "
+            f"0-based and would silently shift every edge by one",
+            path,
+            cat=cat,
+        )
     seen: dict[tuple[int, int], int] = {}
     for j, a, b in cat.edges:
         if not (offset <= a < cat.k + offset and offset <= b < cat.k + offset):
-            sink.add("E-skeleton-range", f"edge [{a}, {b}] outside {offset}..{cat.k - 1 + offset} (K={cat.k})",
-                     f"{path}[{j}]", cat=cat)
+            sink.add(
+                "E-skeleton-range",
+                f"edge [{a}, {b}] outside {offset}..{cat.k - 1 + offset} (K={cat.k})",
+                f"{path}[{j}]",
+                cat=cat,
+            )
         if a == b:
             sink.add("W-skeleton-self-loop", f"edge [{a}, {b}] joins keypoint {a} to itself", f"{path}[{j}]", cat=cat)
         key = (min(a, b), max(a, b))
         if key in seen:
-            sink.add("W-skeleton-duplicate", f"edge [{a}, {b}] repeats edge {seen[key]} of the skeleton",
-                     f"{path}[{j}]", cat=cat)
+            sink.add(
+                "W-skeleton-duplicate",
+                f"edge [{a}, {b}] repeats edge {seen[key]} of the skeleton",
+                f"{path}[{j}]",
+                cat=cat,
+            )
         else:
             seen[key] = j
 
@@ -580,15 +633,21 @@ def _check_descriptions(cat: _Cat, table: Mapping, source: str, findings: list[F
     key = str(cat.id)
     entry = table.get(key, table.get(cat.id))  # JSON keys are strings; a Python mapping may use ints
     if entry is None:
-        add("W-desc-missing", f"no entry for category {cat.id} ({cat.name!r}): text methods fall back to the "
-            f"keypoint names", f'categories["{key}"]')
+        add(
+            "W-desc-missing",
+            f"no entry for category {cat.id} ({cat.name!r}): text methods fall back to the keypoint names",
+            f'categories["{key}"]',
+        )
         return
     if not isinstance(entry, Mapping):
         add("E-field-type", f"entry must be an object, got {_short(entry)}", f'categories["{key}"]')
         return
     if "name" in entry and entry["name"] != cat.name:
-        add("W-desc-name", f"descriptions file names category {cat.id} {entry['name']!r}, the annotation file "
-            f"{cat.name!r}", f'categories["{key}"].name')
+        add(
+            "W-desc-name",
+            f"descriptions file names category {cat.id} {entry['name']!r}, the annotation file {cat.name!r}",
+            f'categories["{key}"].name',
+        )
     for variant in TEXT_VARIANTS:
         if variant in entry:
             _check_text_variant(cat, entry[variant], f'categories["{key}"].{variant}', add)
@@ -599,15 +658,23 @@ def _check_text_variant(cat: _Cat, texts: Any, path: str, add) -> None:
         add("E-field-type", f"expected a list of strings, got {_short(texts)}", path)
         return
     if len(texts) != cat.k:
-        add("W-desc-count", f"{len(texts)} texts for K={cat.k} keypoints: texts and keypoints would be "
-            f"paired by position and misaligned", path)
+        add(
+            "W-desc-count",
+            f"{len(texts)} texts for K={cat.k} keypoints: texts and keypoints would be "
+            f"paired by position and misaligned",
+            path,
+        )
     empty = [j for j, t in enumerate(texts) if not t.strip()]
     if empty:
         add("W-desc-empty", f"{len(empty)} empty text(s) at index {empty[:10]}", f"{path}[{empty[0]}]")
     duplicated = sorted(t for t, c in Counter(t for t in texts if t.strip()).items() if c > 1)
     if duplicated:
-        add("W-desc-duplicate", f"{len(duplicated)} text(s) given to several keypoints, which a text-only "
-            f"method cannot tell apart: {_short(duplicated, 120)}", path)
+        add(
+            "W-desc-duplicate",
+            f"{len(duplicated)} text(s) given to several keypoints, which a text-only "
+            f"method cannot tell apart: {_short(duplicated, 120)}",
+            path,
+        )
 
 
 def _check_folders(cat: _Cat, sink: _Sink) -> None:
@@ -623,10 +690,13 @@ def _check_folders(cat: _Cat, sink: _Sink) -> None:
     total = sum(cat.folders.values())
     for folder, count in cat.folders.items():
         if folder and not (_tokens(folder) & words):
-            sink.add("W-image-folder",
-                     f"{count} of its {total} annotations have their image under {folder + '/'!r}, unrelated to "
-                     f"category {cat.name!r} ({cat.supercategory}); e.g. {cat.folder_example[folder]}",
-                     f"categories[{cat.index}]", cat=cat)
+            sink.add(
+                "W-image-folder",
+                f"{count} of its {total} annotations have their image under {folder + '/'!r}, unrelated to "
+                f"category {cat.name!r} ({cat.supercategory}); e.g. {cat.folder_example[folder]}",
+                f"categories[{cat.index}]",
+                cat=cat,
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -671,8 +741,9 @@ def _index_images(raw: list, sink: _Sink) -> dict[Any, _Img]:
 def _check_unused_images(imgs: dict[Any, _Img], sink: _Sink) -> None:
     for img in imgs.values():
         if img.num_annotations == 0:
-            sink.add("W-image-unused", f"image {img.file_name!r} has no annotation", f"images[{img.index}]",
-                     image=img.id)
+            sink.add(
+                "W-image-unused", f"image {img.file_name!r} has no annotation", f"images[{img.index}]", image=img.id
+            )
 
 
 def _check_image_files(imgs: dict[Any, _Img], images_dir: Path, sink: _Sink) -> int | None:
@@ -684,8 +755,12 @@ def _check_image_files(imgs: dict[Any, _Img], images_dir: Path, sink: _Sink) -> 
     for img in imgs.values():
         if img.file_name is not None and not (images_dir / img.file_name).is_file():
             missing += 1
-            sink.add("E-image-missing", f"{img.file_name} not found under {images_dir}",
-                     f"images[{img.index}].file_name", image=img.id)
+            sink.add(
+                "E-image-missing",
+                f"{img.file_name} not found under {images_dir}",
+                f"images[{img.index}].file_name",
+                image=img.id,
+            )
     return missing
 
 
@@ -736,12 +811,17 @@ def _optional_number(ann: dict, key: str, path: str, sink: _Sink, ctx: dict) -> 
     return None if value is _MISSING else value
 
 
-def _reference(ann: dict, key: str, table: dict, code: str, what: str, path: str, sink: _Sink, ctx: dict) -> Any:
+_UNKNOWN_REFERENCE = {"image_id": ("E-unknown-image", "an image"), "category_id": ("E-unknown-category", "a category")}
+
+
+def _reference(ann: dict, key: str, table: dict, path: str, sink: _Sink, ctx: dict) -> Any:
+    """The image or category an annotation points at, or None (reported) when it points nowhere."""
     ref = _id_field(ann, key, path, sink, **ctx)
     if ref is _MISSING or ref is _BAD:
         return None
     if ref not in table:
-        sink.add(code, f"{key} {_short(ref)} is not a {what} of this file", f"{path}.{key}", **ctx)
+        code, what = _UNKNOWN_REFERENCE[key]
+        sink.add(code, f"{key} {_short(ref)} is not the id of {what} in this file", f"{path}.{key}", **ctx)
         return None
     return table[ref]
 
@@ -754,12 +834,16 @@ def _parse_annotation(i: int, ann: dict, imgs: dict, cats: dict, seen: dict, sin
     ctx = {"ann": aid, "category_id": None if isinstance(raw_cid, (list, dict)) else raw_cid}
     if aid is not None:
         if aid in seen:
-            sink.add("E-dup-annotation-id", f"annotation id {aid} already used by annotations[{seen[aid]}]",
-                     f"{path}.id", **ctx)
+            sink.add(
+                "E-dup-annotation-id",
+                f"annotation id {aid} already used by annotations[{seen[aid]}]",
+                f"{path}.id",
+                **ctx,
+            )
         else:
             seen[aid] = i
-    img = _reference(ann, "image_id", imgs, "E-unknown-image", "image id", path, sink, ctx)
-    cat = _reference(ann, "category_id", cats, "E-unknown-category", "category id", path, sink, ctx)
+    img = _reference(ann, "image_id", imgs, path, sink, ctx)
+    cat = _reference(ann, "category_id", cats, path, sink, ctx)
     if cat is not None:
         ctx = {"ann": aid, "cat": cat}
     iscrowd = _number(ann, "iscrowd", path, sink, required=True, **ctx)  # getAnnIds(iscrowd=False) reads it
@@ -789,8 +873,9 @@ def _drop_reason(a: _Ann) -> tuple[str, str] | None:
         return "W-drop-area", f"area={a.area:g} <= 0"
     if clean_bbox(a.bbox, a.img.width, a.img.height) is None:
         box = ", ".join(_fmt(v) for v in a.bbox)
-        return "W-drop-clean-bbox", (f"clean bbox of [{box}] in the {a.img.width:g}x{a.img.height:g} image is "
-                                     f"empty (x2 <= x1 or y2 <= y1)")
+        return "W-drop-clean-bbox", (
+            f"clean bbox of [{box}] in the {a.img.width:g}x{a.img.height:g} image is empty (x2 <= x1 or y2 <= y1)"
+        )
     if max(a.keypoints) == 0:
         return "W-drop-zero-kpts", "keypoints are all zero (max == 0)"
     if a.num_keypoints == 0:
@@ -811,46 +896,76 @@ def _check_keypoint_values(a: _Ann, path: str, sink: _Sink, ctx: dict) -> None:
     kpts = _triples(a.keypoints)
     bad_v = sorted({v for _, _, v in kpts if v not in (0, 1, 2)})
     if bad_v:
-        sink.add("W-visibility-value", f"visibility flags {bad_v[:5]} outside {{0, 1, 2}} (the loader treats v > 0 "
-                 f"as visible)", f"{path}.keypoints", **ctx)
+        sink.add(
+            "W-visibility-value",
+            f"visibility flags {bad_v[:5]} outside {{0, 1, 2}} (the loader treats v > 0 as visible)",
+            f"{path}.keypoints",
+            **ctx,
+        )
     visible = sum(1 for _, _, v in kpts if v > 0)
     if a.num_keypoints not in (None, _BAD) and a.num_keypoints != visible:
-        sink.add("W-num-keypoints", f"num_keypoints={a.num_keypoints:g} but {visible} keypoints have v > 0",
-                 f"{path}.num_keypoints", **ctx)
+        sink.add(
+            "W-num-keypoints",
+            f"num_keypoints={a.num_keypoints:g} but {visible} keypoints have v > 0",
+            f"{path}.num_keypoints",
+            **ctx,
+        )
     hidden = [j for j, (x, y, v) in enumerate(kpts) if v == 0 and (x != 0 or y != 0)]
     if hidden:
-        sink.add("I-kpt-hidden-coords", f"{len(hidden)} keypoint(s) with v=0 carry coordinates, e.g. #{hidden[0]}",
-                 f"{path}.keypoints", **ctx)
+        sink.add(
+            "I-kpt-hidden-coords",
+            f"{len(hidden)} keypoint(s) with v=0 carry coordinates, e.g. #{hidden[0]}",
+            f"{path}.keypoints",
+            **ctx,
+        )
     img = a.img
     if img is not None and img.width is not None and img.height is not None:
-        outside = [(j, x, y) for j, (x, y, v) in enumerate(kpts)
-                   if v > 0 and not (0 <= x <= img.width and 0 <= y <= img.height)]
+        outside = [
+            (j, x, y)
+            for j, (x, y, v) in enumerate(kpts)
+            if v > 0 and not (0 <= x <= img.width and 0 <= y <= img.height)
+        ]
         if outside:
-            sink.add("W-kpt-out-of-image", f"{len(outside)} visible keypoint(s) outside the {img.width:g}x"
-                     f"{img.height:g} image: {_points_text(outside)}", f"{path}.keypoints", **ctx)
+            sink.add(
+                "W-kpt-out-of-image",
+                f"{len(outside)} visible keypoint(s) outside the {img.width:g}x"
+                f"{img.height:g} image: {_points_text(outside)}",
+                f"{path}.keypoints",
+                **ctx,
+            )
     if isinstance(a.bbox, list) and a.bbox[2] > 0 and a.bbox[3] > 0:
         x0, y0, w, h = a.bbox
-        outside = [(j, x, y) for j, (x, y, v) in enumerate(kpts)
-                   if v > 0 and not (x0 <= x <= x0 + w and y0 <= y <= y0 + h)]
+        outside = [
+            (j, x, y) for j, (x, y, v) in enumerate(kpts) if v > 0 and not (x0 <= x <= x0 + w and y0 <= y <= y0 + h)
+        ]
         if outside:
             box = ", ".join(_fmt(v) for v in a.bbox)
-            sink.add("W-kpt-out-of-bbox", f"{len(outside)} visible keypoint(s) outside bbox [{box}]: "
-                     f"{_points_text(outside)}", f"{path}.keypoints", **ctx)
+            sink.add(
+                "W-kpt-out-of-bbox",
+                f"{len(outside)} visible keypoint(s) outside bbox [{box}]: {_points_text(outside)}",
+                f"{path}.keypoints",
+                **ctx,
+            )
 
 
 def _check_bbox_values(a: _Ann, path: str, sink: _Sink, ctx: dict) -> None:
     x, y, w, h = a.bbox
     if w <= 0 or h <= 0:
-        sink.add("W-bbox-degenerate", f"bbox [{', '.join(_fmt(v) for v in a.bbox)}] has w or h <= 0",
-                 f"{path}.bbox", **ctx)
+        sink.add(
+            "W-bbox-degenerate", f"bbox [{', '.join(_fmt(v) for v in a.bbox)}] has w or h <= 0", f"{path}.bbox", **ctx
+        )
         return
     img = a.img
     if img is None or img.width is None or img.height is None:
         return
     if x < 0 or y < 0 or x + w > img.width or y + h > img.height:
-        sink.add("W-bbox-out-of-image",
-                 f"bbox x {_fmt(x)}..{_fmt(x + w)}, y {_fmt(y)}..{_fmt(y + h)} exceeds the {img.width:g}x"
-                 f"{img.height:g} image (clipped by the official loader)", f"{path}.bbox", **ctx)
+        sink.add(
+            "W-bbox-out-of-image",
+            f"bbox x {_fmt(x)}..{_fmt(x + w)}, y {_fmt(y)}..{_fmt(y + h)} exceeds the {img.width:g}x"
+            f"{img.height:g} image (clipped by the official loader)",
+            f"{path}.bbox",
+            **ctx,
+        )
 
 
 def _check_annotation(i: int, ann: Any, imgs: dict, cats: dict, seen: dict, sink: _Sink) -> None:
@@ -872,8 +987,12 @@ def _check_annotation(i: int, ann: Any, imgs: dict, cats: dict, seen: dict, sink
             a.cat.folder_example.setdefault(folder, a.img.file_name)
     kpts_ok = isinstance(a.keypoints, list)
     if kpts_ok and a.cat is not None and len(a.keypoints) != 3 * a.cat.k:
-        sink.add("E-kpt-count", f"{len(a.keypoints)} values, expected 3×K = {3 * a.cat.k} for category "
-                 f"{a.cat.name!r}", f"{path}.keypoints", **ctx)
+        sink.add(
+            "E-kpt-count",
+            f"{len(a.keypoints)} values, expected 3×K = {3 * a.cat.k} for category {a.cat.name!r}",
+            f"{path}.keypoints",
+            **ctx,
+        )
     elif kpts_ok and not a.keypoints:  # max([]) raises in the official loader
         sink.add("E-kpt-count", "empty keypoints list", f"{path}.keypoints", **ctx)
     if kpts_ok and len(a.keypoints) % 3 == 0:
@@ -891,8 +1010,14 @@ def _check_annotation(i: int, ann: Any, imgs: dict, cats: dict, seen: dict, sink
 def _loadable(a: _Ann) -> bool:
     """Whether the official loader would reach this annotation's filters without crashing."""
     fields_ok = all(v is not _BAD for v in (a.keypoints, a.bbox, a.area, a.num_keypoints, a.iscrowd))
-    return (fields_ok and a.img is not None and a.img.width is not None and a.img.height is not None
-            and a.cat is not None and bool(a.keypoints))
+    return (
+        fields_ok
+        and a.img is not None
+        and a.img.width is not None
+        and a.img.height is not None
+        and a.cat is not None
+        and bool(a.keypoints)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -902,9 +1027,15 @@ def _loadable(a: _Ann) -> bool:
 
 def _category_summary(cat: _Cat) -> CategorySummary:
     return CategorySummary(
-        id=cat.id, name=cat.name, supercategory=cat.supercategory, num_keypoints=cat.k,
-        keypoint_source=cat.k_source, skeleton_edges=len(cat.edges), skeleton_base=cat.base,
-        num_annotations=cat.num_annotations, num_kept=cat.num_kept,
+        id=cat.id,
+        name=cat.name,
+        supercategory=cat.supercategory,
+        num_keypoints=cat.k,
+        keypoint_source=cat.k_source,
+        skeleton_edges=len(cat.edges),
+        skeleton_base=cat.base,
+        num_annotations=cat.num_annotations,
+        num_kept=cat.num_kept,
     )
 
 
@@ -966,8 +1097,13 @@ def _check_category(cat: _Cat, table: Mapping | None, source: str, min_instances
     if table is not None:
         _check_descriptions(cat, table, source, sink.items)
     if cat.num_kept < min_instances:
-        sink.add("W-few-instances", f"{cat.num_kept} kept instances (of {cat.num_annotations} annotations) < "
-                 f"{min_instances} = shots + queries: episodes cannot be drawn", f"categories[{cat.index}]", cat=cat)
+        sink.add(
+            "W-few-instances",
+            f"{cat.num_kept} kept instances (of {cat.num_annotations} annotations) < "
+            f"{min_instances} = shots + queries: episodes cannot be drawn",
+            f"categories[{cat.index}]",
+            cat=cat,
+        )
     _check_folders(cat, sink)
 
 
@@ -1016,23 +1152,25 @@ def _grouped(findings: list[Finding]) -> list[tuple[str, list[Finding]]]:
     return sorted(groups.items(), key=lambda item: (_SEVERITY_ORDER[severity_of(item[0])], item[0]))
 
 
-def _category_table(summary: Summary):
-    from rich.table import Table  # noqa: PLC0415  (rendering only; the checks do not need rich)
-
+def _category_table(summary: Summary) -> Table:
     table = Table(title="categories", title_justify="left", show_edge=False, pad_edge=False)
     for column in ("id", "name", "supercategory", "K", "skeleton", "annotations", "kept"):
         table.add_column(column, justify="right" if column in ("id", "K", "annotations", "kept") else "left")
     for c in summary.categories:
         k = f"{c.num_keypoints}" + ("*" if c.keypoint_source == "annotations" else "")
-        table.add_row(str(c.id), str(c.name), str(c.supercategory or ""), k,
-                      f"{c.skeleton_edges} ({c.skeleton_base})", str(c.num_annotations), str(c.num_kept))
+        table.add_row(
+            str(c.id),
+            str(c.name),
+            str(c.supercategory or ""),
+            k,
+            f"{c.skeleton_edges} ({c.skeleton_base})",
+            str(c.num_annotations),
+            str(c.num_kept),
+        )
     return table
 
 
-def _findings_table(findings: list[Finding]):
-    from rich.table import Table  # noqa: PLC0415
-    from rich.text import Text  # noqa: PLC0415
-
+def _findings_table(findings: list[Finding]) -> Table:
     table = Table(title="findings", title_justify="left", show_edge=False, pad_edge=False, show_lines=True)
     table.add_column("severity")
     table.add_column("code")
@@ -1049,7 +1187,7 @@ def _findings_table(findings: list[Finding]):
     return table
 
 
-def render_report(report: DoctorReport, console=None, show_categories: bool = True) -> None:
+def render_report(report: DoctorReport, console: Console | None = None, show_categories: bool = True) -> None:
     """Print a report: header counts, per-category table, findings grouped by code with first examples.
 
     Args:
@@ -1057,26 +1195,27 @@ def render_report(report: DoctorReport, console=None, show_categories: bool = Tr
         console: a ``rich.console.Console``; a new one on stdout when None.
         show_categories: print the per-category table (one row per category).
     """
-    from rich.console import Console  # noqa: PLC0415
-    from rich.text import Text  # noqa: PLC0415
-
     console = console or Console()
     console.print(Text(report.file, style="bold"))
     s = report.summary
     if s is not None:
-        line = (f"{s.num_images} images · {s.num_annotations} annotations · {s.num_categories} categories · "
-                f"{s.num_kept} instances kept by the official loader")
+        line = (
+            f"{s.num_images} images · {s.num_annotations} annotations · {s.num_categories} categories · "
+            f"{s.num_kept} instances kept by the official loader"
+        )
         if s.images_dir is not None and s.num_images_missing is not None:
             line += f" · {s.num_images_missing} image files missing under {s.images_dir}"
         console.print(line)
         if s.categories and show_categories:
             console.print(_category_table(s))
             if any(c.keypoint_source == "annotations" for c in s.categories):
-                console.print(Text("  * K taken from the annotations (the category lists no keypoint names)",
-                                   style="dim"))
+                console.print(
+                    Text("  * K taken from the annotations (the category lists no keypoint names)", style="dim")
+                )
     if report.findings:
         console.print(_findings_table(report.findings))
     counts = report.severity_counts()
     verdict = Text("FAIL", style="bold red") if report.has_errors else Text("OK", style="bold green")
-    console.print(Text.assemble(verdict, f"  {counts[ERROR]} error(s), {counts[WARNING]} warning(s), "
-                                         f"{counts[INFO]} info"))
+    console.print(
+        Text.assemble(verdict, f"  {counts[ERROR]} error(s), {counts[WARNING]} warning(s), {counts[INFO]} info")
+    )
