@@ -1,0 +1,1 @@
+"""Re-implementations of the published CAPE baselines (POMNet, CapeFormer, GraphCape, CapeX)."""

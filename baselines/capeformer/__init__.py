@@ -1,0 +1,1 @@
+"""CapeFormer (Shi et al., CVPR 2023) re-implementation."""

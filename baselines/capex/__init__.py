@@ -1,0 +1,1 @@
+"""CapeX (Rusanovsky et al., ICLR 2025) re-implementation."""

@@ -1,0 +1,1 @@
+"""Code shared by the baselines (geometry, positional encodings, the CapeFormer-lineage transformer)."""

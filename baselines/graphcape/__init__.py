@@ -1,0 +1,1 @@
+"""GraphCape / PoseAnything (Hirschorn & Avidan, ECCV 2024) re-implementation."""
