@@ -72,10 +72,17 @@ class SynthSection:
 
 @dataclass(frozen=True)
 class MethodSection:
-    """``[methods.<name>]``: per-method settings."""
+    """``[methods.<name>]``: per-method settings.
 
+    ``<name>`` is the label results are stored and shown under. It is a registered method, or a
+    variant of one named by ``method`` — e.g. ``[methods.capenext-no-class-text]`` with
+    ``method = "capenext"`` and ``options = {use_category_text = false}`` runs an ablation beside
+    the regular model in one table.
+    """
+
+    method: str = ""  # registered method this entry instantiates; empty → the section name
     checkpoint: str = ""  # a checkpoint path; "{split}" and "{shots}" are substituted
-    preset: str = "quick"  # training preset when no checkpoint is given
+    preset: str = ""  # training preset when no checkpoint is given; empty → the method's default ("quick")
     backbone: str = ""  # empty → the method's default
     text_encoder: str = ""  # text-based methods; empty → the method's default
     batch_size: int = 0  # queries per forward; 0 → the method's default

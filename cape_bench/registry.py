@@ -18,6 +18,7 @@ ENTRY_POINT_GROUP = "cape_bench.methods"
 BUILTIN_METHODS: dict[str, str] = {
     "support-copy": "cape_bench.methods.reference:SupportCopy",
     "oracle": "cape_bench.methods.reference:Oracle",
+    "capeformer": "baselines.capeformer.method:CapeFormer",
 }
 
 

@@ -217,7 +217,7 @@ class Runner:
 
         cfg = self.cfg
         for name in cfg.run.methods:  # fail fast on a typo, before any work
-            resolve(name)
+            resolve(cfg.method(name).method or name)
         ds = resolve_dataset(cfg, self.log)
         envelope = self._envelope(ds)
         write_json(self.run.run_json, envelope)
@@ -264,11 +264,9 @@ class Runner:
         options = dict(section.options)
         for key in ("checkpoint", "backbone", "text_encoder", "batch_size", "preset"):
             value = getattr(section, key)
-            if value and key != "preset":
+            if value:
                 options[key] = value
-        if name in self.cfg.methods:
-            options.setdefault("preset", section.preset)
-        return create_method(name, **options)
+        return create_method(section.method or name, **options)
 
     def _run_cell(self, method, name: str, ds: DatasetRef, ann: AnnotationSet, manifest: EpisodeManifest, split, shots):
         info = method.info

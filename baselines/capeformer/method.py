@@ -1,0 +1,108 @@
+"""``capeformer``: CapeFormer (Shi et al., CVPR 2023) as a cape-bench method.
+
+Backbone (ResNet-50 officially) → :class:`~baselines.capeformer.model.CapeFormerHead`, trained with
+the common episodic trainer. Support tokens are computed once per episode and reused for every
+query of that episode.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from baselines.common.backbones import build_backbone
+from baselines.common.plugin import TorchMethod
+from baselines.common.trainer import Preset
+from baselines.capeformer.model import CapeFormerConfig, CapeFormerHead
+from cape_bench.api import MethodInfo
+
+PRESETS = {
+    # configs/mp100/capeformer/1shots/two_stage_split1_config.py: Adam 1e-5, warm-up 1000 iters,
+    # ×0.1 at epochs 160 and 180 of 200, batch 16, ResNet-50 at 256², σ = 2
+    "official": Preset("official", iterations=0, epochs=200, milestones=(160, 180), batch_size=16, lr=1e-5,
+                       warmup_iters=1000, input_size=256, backbone="resnet50", checkpoint_every=500),
+    # CAPE-Synth on a 2-core CPU: genuine ImageNet MobileNetV2, frozen, 128² crops (4×4 features upsampled
+    # to 8×8, the official token count); head trained with Adam 1e-4
+    "quick": Preset("quick", iterations=800, batch_size=8, lr=1e-4, warmup_iters=50, milestones=(640,),
+                    input_size=128, backbone="mobilenetv2", freeze_backbone=True),
+}
+
+
+class LineageImageModel(nn.Module):
+    """Backbone + a CapeFormer-lineage head fed with support *images* (CapeFormer, GraphCape)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, feature_size: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.feature_size = feature_size
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone(images)
+        if feats.shape[-1] != self.feature_size:
+            feats = nn.functional.interpolate(feats, size=(self.feature_size, self.feature_size), mode="bilinear",
+                                              align_corners=False)
+        return feats
+
+    def training_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        shots = batch["img_s"].shape[1]
+        feat_q = self.features(batch["img_q"])
+        feat_s = [self.features(batch["img_s"][:, j]) for j in range(shots)]
+        target_s = [batch["target_s"][:, j] for j in range(shots)]
+        mask_s = batch["mask_s"]
+        outputs = self.head.forward_support_images(feat_q, feat_s, target_s, mask_s[..., None],
+                                                   skeleton=batch["skeletons"])
+        weight = (batch["weight_q"] * mask_s)[..., None]
+        return self.head.get_loss(outputs, batch["kpts_q"], batch["target_q"], weight)
+
+
+class LineageImageMethod(TorchMethod):
+    """Shared plug-in logic of CapeFormer and GraphCape (support images, lineage head)."""
+
+    head_class: type
+    config_class: type
+    feature_size = 8
+    pad_to = 100  # official max_kpt_num: CapeFormer's support-order embedding depends on the slot count
+
+    def head_config(self, in_channels: int):
+        size = self.preset.input_size
+        return self.config_class(in_channels=in_channels, input_size=size, heatmap_size=size // 4)
+
+    def build_model(self) -> nn.Module:
+        backbone, info = build_backbone(self.backbone_name, self.options.get("backbone_weights"),
+                                        input_size=self.preset.input_size)
+        self.backbone_info = info
+        return LineageImageModel(backbone, self.head_class(self.head_config(info.out_channels)), self.feature_size)
+
+    def support_state(self, crops, kpts_norm, visible, support):
+        feats = self.model.features(crops)  # [S, C, h, w]
+        shots = feats.shape[0]
+        tokens, mask = self.model.head.image_support_tokens(
+            [feats[j : j + 1] for j in range(shots)], kpts_norm[:, None], visible[:, None])
+        return tokens, mask, support.category.skeleton
+
+    def predict_normalized(self, state, crops, queries):
+        tokens, mask, skeleton = state
+        q = crops.shape[0]
+        feats = self.model.features(crops)
+        return self.model.head.predict(feats, tokens.expand(q, -1, -1), mask.expand(q, -1),
+                                       skeleton=[skeleton] * q if self.uses_skeleton else None)
+
+    uses_skeleton = False
+
+    def provenance(self) -> dict:
+        info = getattr(self, "backbone_info", None)
+        out = super().provenance()
+        if info is not None:
+            out["backbone_weights"] = info.weights
+        return out
+
+
+class CapeFormer(LineageImageMethod):
+    info = MethodInfo(name="capeformer", needs_images=True,
+                      paper="Shi et al., Matching is not Enough: A Two-Stage Framework for CAPE, CVPR 2023")
+    presets = PRESETS
+    sigma = 2.0
+    head_class = CapeFormerHead
+    config_class = CapeFormerConfig
+

@@ -1,0 +1,158 @@
+"""The bridge between a PyTorch CAPE model and the harness contract (:mod:`cape_bench.api`).
+
+:class:`TorchMethod` implements ``prepare`` (official checkpoint, cached trained weights, or
+training with a preset), ``encode_support`` and ``predict`` (batched queries, crop → image
+pixels) once; a method subclasses it with its model builder, its presets and how its model
+turns support crops into a state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from baselines.common.episodic_data import normalize_crops
+from baselines.common.trainer import EpisodeStream, Preset, load_checkpoint, train
+from cape_bench.api import InstanceView, MethodInfo, RunContext
+from cape_bench.data.geometry import crop_to_image, image_to_crop
+from cape_bench.data.mp100 import load_annotation_set, split_file
+
+TRAINING_CODE_VERSION = "train-1"  # bump when training semantics change (invalidates cached models)
+
+
+class TorchMethod:
+    """Base class of the PyTorch methods.
+
+    Subclasses set ``info``, ``presets`` and ``sigma``, and implement :meth:`build_model`,
+    :meth:`support_state` and :meth:`predict_normalized`.
+
+    Args:
+        checkpoint: a trained checkpoint (ours: ``model.safetensors``; official: ``*.pth``).
+        preset: training preset name when no checkpoint is given.
+        backbone: backbone name (see ``baselines.common.backbones.available_backbones()``).
+        batch_size: queries per forward pass.
+        **options: method-specific options (``[methods.<name>.options]``).
+    """
+
+    info: MethodInfo
+    presets: dict[str, Preset]
+    sigma: float = 2.0
+    train_shots: int = 1
+    pad_to: int | None = None  # keypoint slots in training batches (the lineage heads use the official 100)
+
+    def __init__(self, checkpoint: str = "", preset: str = "quick", backbone: str = "", batch_size: int = 0,
+                 **options: Any) -> None:
+        if preset not in self.presets:
+            raise ValueError(f"{self.info.name}: unknown preset {preset!r}; choose from {', '.join(self.presets)}")
+        self.preset = self.presets[preset]
+        self.checkpoint = checkpoint
+        self.backbone_name = backbone or self.preset.backbone
+        self.batch_size = batch_size or 32
+        self.options = options
+        self.model: torch.nn.Module | None = None
+        self.device = "cpu"
+        self._provenance: dict[str, Any] = {}
+        self._prepared_key: tuple | None = None
+        # the crop size depends on the preset: the harness reads it from ``info`` to cut crops
+        self.info = MethodInfo(**{**self.info.__dict__, "input_size": self.preset.input_size})
+
+    # ------------------------------------------------------------------ to implement
+    def build_model(self) -> torch.nn.Module:
+        """The trainable model: an ``nn.Module`` with ``training_losses(batch)``."""
+        raise NotImplementedError
+
+    def support_state(self, crops: torch.Tensor, kpts_norm: torch.Tensor, visible: torch.Tensor,
+                      support: InstanceView) -> Any:
+        """State from S support crops float32[S, 3, H, W], keypoints float32[S, K, 2] (normalised crop
+        coords) and visibility float32[S, K]."""
+        raise NotImplementedError
+
+    def predict_normalized(self, state: Any, crops: torch.Tensor, queries: InstanceView) -> torch.Tensor:
+        """float32[Q, K, 2] normalised crop coords for query crops float32[Q, 3, H, W]."""
+        raise NotImplementedError
+
+    def load_official_checkpoint(self, path: Path) -> dict:
+        """Load an officially released checkpoint; methods with a converter override this."""
+        raise ValueError(f"{self.info.name}: {path} is not a cape-bench checkpoint (model.safetensors) and this "
+                         "method has no converter for official checkpoints")
+
+    # ------------------------------------------------------------------ contract
+    def prepare(self, ctx: RunContext) -> None:
+        key = (ctx.split, ctx.dataset, ctx.ann_dir)
+        if self._prepared_key == key:
+            return
+        self.device = ctx.device
+        self.model = self.build_model()
+        if self.checkpoint:
+            path = Path(self.checkpoint.format(split=ctx.split, shots=ctx.shots))
+            if not path.is_file():
+                raise FileNotFoundError(f"{self.info.name}: checkpoint not found: {path}")
+            if path.suffix == ".safetensors":
+                meta = load_checkpoint(self.model, path)
+                self._provenance = {"checkpoint": str(path), "trained": meta.get("preset", {}).get("name", "?")}
+            else:
+                self._provenance = {"checkpoint": str(path), **self.load_official_checkpoint(path)}
+        else:
+            self._provenance = self._train_or_reuse(ctx)
+        self.model.to(self.device).eval()
+        self._prepared_key = key
+
+    def _train_or_reuse(self, ctx: RunContext) -> dict:
+        train_file = split_file(ctx.ann_dir, ctx.split, "train")
+        if not ctx.image_root:
+            raise FileNotFoundError(f"{self.info.name}: training needs images; no image root is configured")
+        ann = load_annotation_set(train_file)
+        ident = {
+            "method": self.info.name, "preset": self.preset.name, "backbone": self.backbone_name,
+            "train_file_sha256": ann.sha256, "train_shots": self.train_shots, "seed": ctx.seed,
+            "options": self.options, "code": TRAINING_CODE_VERSION,
+        }
+        digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+        out_dir = Path(ctx.cache_dir) / "models" / self.info.name / f"split{ctx.split}-{self.preset.name}-{digest}"
+        reused = (out_dir / "model.safetensors").exists()
+        if not reused:
+            ctx.log(f"{self.info.name}: training split {ctx.split} with preset '{self.preset.name}' "
+                    f"({self.preset.iterations} iterations, batch {self.preset.batch_size}) → {out_dir}")
+        stream = EpisodeStream(ann, ctx.image_root, self.train_shots, self.preset, self.sigma, ctx.seed,
+                               pad_to=self.pad_to)
+        from cape_bench.runner import git_state  # noqa: PLC0415
+
+        result = train(self.model, stream, self.preset, out_dir, device=ctx.device, log=ctx.log,
+                       meta={**ident, "split": ctx.split, "train_file": str(train_file), "git": git_state()})
+        if reused:
+            load_checkpoint(self.model, result.checkpoint)
+            ctx.log(f"{self.info.name}: reusing the model trained earlier: {out_dir}")
+        return {
+            "checkpoint": str(result.checkpoint),
+            "trained": f"here with preset '{self.preset.name}' ({self.preset.iterations} iterations)",
+            "train_seconds": result.meta.get("train_seconds_this_session"),
+            "final_loss": result.meta.get("final_loss"),
+        }
+
+    @torch.inference_mode()
+    def encode_support(self, support: InstanceView) -> Any:
+        size = self.preset.input_size
+        crops = torch.from_numpy(normalize_crops(support.crops)).to(self.device)
+        kpts = image_to_crop(support.keypoints_px, support.center_px, support.scale, (size, size)) / size
+        vis = support.visible.astype(np.float32)
+        return self.support_state(crops, torch.from_numpy(kpts.astype(np.float32)).to(self.device),
+                                  torch.from_numpy(vis).to(self.device), support)
+
+    @torch.inference_mode()
+    def predict(self, state: Any, queries: InstanceView) -> np.ndarray:
+        size = self.preset.input_size
+        out = []
+        for start in range(0, len(queries), self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            crops = torch.from_numpy(normalize_crops(queries.crops[sl])).to(self.device)
+            out.append(self.predict_normalized(state, crops, queries).float().cpu().numpy())
+        norm = np.concatenate(out)
+        return crop_to_image(norm * size, queries.center_px, queries.scale, (size, size)).astype(np.float32)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"backbone": self.backbone_name, **self._provenance}

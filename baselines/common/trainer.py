@@ -1,0 +1,227 @@
+"""One episodic trainer for every method.
+
+A method's model is an ``nn.Module`` with ``training_losses(batch) -> dict[str, Tensor]`` (every
+entry whose name contains "loss" is summed, as mmcv's ``parse_losses`` does). The trainer owns
+the sampler, augmentation, optimisation schedule, checkpoints, resume and progress display.
+
+Checkpoints are ``model.safetensors`` + ``meta.json`` (method, preset, config, data digest,
+git sha, iterations, final loss). While training, ``train_state.pt`` holds the optimiser and the
+position in the schedule; an interrupted run resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from baselines.common.episodic_data import Augmentation, EpisodeBatch, InstanceLoader, class_balanced_epoch, collate
+from cape_bench.data.mp100 import AnnotationSet
+from cape_bench.store import write_json
+
+
+@dataclass(frozen=True)
+class Preset:
+    """An optimisation schedule (Adam, linear warm-up, step decay), sized in iterations.
+
+    ``official`` presets follow each method's config (../shared/spec/official_code.md §2.3, 3.3, 4.3);
+    ``quick`` presets are sized for CAPE-Synth on a 2-core CPU.
+    """
+
+    name: str
+    iterations: int  # 0 with ``epochs`` > 0: sized from the dataset by :meth:`resolve`
+    batch_size: int
+    lr: float
+    warmup_iters: int
+    warmup_ratio: float = 0.001
+    milestones: tuple[int, ...] = ()  # iterations (or epochs, with ``epochs``) at which lr ×= gamma
+    epochs: int = 0
+    gamma: float = 0.1
+    input_size: int = 256
+    backbone: str = "resnet50"
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    log_every: int = 20
+    checkpoint_every: int = 200
+    freeze_backbone: bool = False  # train the head only (ImageNet features kept as they are)
+
+    def resolve(self, steps_per_epoch: int) -> Preset:
+        """An iteration-sized copy: epochs and epoch milestones × ``steps_per_epoch`` (official schedules)."""
+        if not self.epochs:
+            return self
+        from dataclasses import replace  # noqa: PLC0415
+
+        return replace(self, iterations=self.epochs * steps_per_epoch, epochs=0,
+                       milestones=tuple(m * steps_per_epoch for m in self.milestones))
+
+    def lr_at(self, it: int) -> float:
+        """mmcv ``StepLrUpdaterHook`` with linear warm-up."""
+        lr = self.lr * self.gamma ** sum(it >= m for m in self.milestones)
+        if it < self.warmup_iters:
+            k = (1 - it / self.warmup_iters) * (1 - self.warmup_ratio)
+            lr *= 1 - k
+        return lr
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    meta: dict
+
+
+def batch_to_torch(batch: EpisodeBatch, device: str) -> dict[str, Any]:
+    """Tensors on ``device`` for the array fields; lists stay lists."""
+    out: dict[str, Any] = {}
+    for key, value in batch.__dict__.items():
+        if isinstance(value, np.ndarray) and value.dtype != object:
+            out[key] = torch.from_numpy(np.ascontiguousarray(value)).to(device)
+        else:
+            out[key] = value
+    return out
+
+
+class EpisodeStream:
+    """Endless stream of training batches, prepared one batch ahead on a worker thread."""
+
+    def __init__(self, ann: AnnotationSet, image_root: str, shots: int, preset: Preset, sigma: float, seed: int,
+                 pad_to: int | None = None, augment: Augmentation = Augmentation()) -> None:
+        self.ann = ann
+        self.loader = InstanceLoader(ann, image_root, preset.input_size, sigma)
+        self.shots = shots
+        self.batch_size = preset.batch_size
+        self.seed = seed
+        self.pad_to = pad_to
+        self.augment = augment
+        self._pool = ThreadPoolExecutor(max_workers=1)
+
+    def steps_per_epoch(self) -> int:
+        return len(class_balanced_epoch(self.ann.cat2obj, self.shots, self.seed, 0)) // self.batch_size
+
+    def batch_at(self, step: int) -> EpisodeBatch:
+        """The batch of global step ``step`` (a pure function of seed and step: resumable)."""
+        per_epoch = self.steps_per_epoch()
+        epoch, index = divmod(step, per_epoch)
+        samples = class_balanced_epoch(self.ann.cat2obj, self.shots, self.seed, epoch)
+        chosen = samples[index * self.batch_size : (index + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, step])
+        prepared = [[self.loader.prepare(o, rng, self.augment) for o in sample] for sample in chosen]
+        return collate(self.ann, chosen, prepared, pad_to=self.pad_to)
+
+    def iterate(self, start: int, stop: int):
+        future = self._pool.submit(self.batch_at, start)
+        for step in range(start, stop):
+            batch = future.result()
+            if step + 1 < stop:
+                future = self._pool.submit(self.batch_at, step + 1)
+            yield step, batch
+
+
+def train(model: torch.nn.Module, stream: EpisodeStream, preset: Preset, out_dir: str | Path, *, meta: dict,
+          device: str = "cpu", log=print, console=None) -> TrainResult:
+    """Train ``model`` for ``preset.iterations`` steps; resume from ``out_dir/train_state.pt`` when present."""
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / "model.safetensors"
+    if final.exists() and (out_dir / "meta.json").exists():
+        return TrainResult(final, json.loads((out_dir / "meta.json").read_text()))
+    preset = preset.resolve(stream.steps_per_epoch())
+    torch.manual_seed(meta.get("seed", 1))
+    model.to(device).train()
+    if preset.freeze_backbone:
+        backbone = model.get_submodule("backbone")
+        backbone.eval()
+        backbone.requires_grad_(False)
+        model.train = _train_keeping_frozen(model.train, backbone)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=preset.lr, weight_decay=preset.weight_decay)
+    state_path = out_dir / "train_state.pt"
+    start, history = 0, []
+    if state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, history = state["step"], state["history"]
+        torch.set_rng_state(state["torch_rng"])
+        log(f"resuming training at step {start}/{preset.iterations} from {state_path}")
+    t0 = time.perf_counter()
+    running: dict[str, float] = {}
+    with _progress(console, f"train {meta.get('method', '')}", preset.iterations, start) as advance:
+        for step, batch in stream.iterate(start, preset.iterations):
+            for group in optimizer.param_groups:
+                group["lr"] = preset.lr_at(step)
+            losses = model.training_losses(batch_to_torch(batch, device))
+            total = sum(v for k, v in losses.items() if "loss" in k)
+            if not torch.isfinite(total):
+                raise FloatingPointError(f"non-finite training loss at step {step}: "
+                                         + ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items()))
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if preset.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, preset.grad_clip)
+            optimizer.step()
+            for k, v in losses.items():
+                running[k] = 0.9 * running.get(k, float(v)) + 0.1 * float(v)
+            if (step + 1) % preset.log_every == 0 or step + 1 == preset.iterations:
+                history.append({"step": step + 1, "lr": preset.lr_at(step), **{k: round(v, 6) for k, v in running.items()}})
+            advance(float(total))
+            if (step + 1) % preset.checkpoint_every == 0 and step + 1 < preset.iterations:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
+                            "history": history, "torch_rng": torch.get_rng_state()}, state_path)
+    model.eval()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(final))
+    full_meta = {**meta, "preset": asdict(preset), "iterations": preset.iterations,
+                 "train_seconds_this_session": round(time.perf_counter() - t0, 1), "history": history,
+                 "final_loss": history[-1] if history else None}
+    write_json(out_dir / "meta.json", full_meta)
+    state_path.unlink(missing_ok=True)
+    return TrainResult(final, full_meta)
+
+
+def _train_keeping_frozen(train_fn, frozen):
+    """``model.train()`` that leaves a frozen submodule in eval mode (BatchNorm statistics untouched)."""
+
+    def train_mode(mode: bool = True):
+        result = train_fn(mode)
+        frozen.eval()
+        return result
+
+    return train_mode
+
+
+def _progress(console, label: str, total: int, start: int):
+    from contextlib import contextmanager  # noqa: PLC0415
+
+    @contextmanager
+    def bar():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console) as progress:
+            task = progress.add_task(label, total=total, completed=start, loss="—")
+
+            def advance(loss: float) -> None:
+                progress.update(task, advance=1, loss=f"{loss:.4f}" if math.isfinite(loss) else "nan")
+
+            yield advance
+
+    return bar()
+
+
+def load_checkpoint(model: torch.nn.Module, path: str | Path) -> dict:
+    """Load ``model.safetensors`` (strict) and return its ``meta.json``."""
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    path = Path(path)
+    model.load_state_dict(load_file(str(path)), strict=True)
+    meta_path = path.with_name("meta.json")
+    return json.loads(meta_path.read_text()) if meta_path.exists() else {}
