@@ -169,10 +169,11 @@ def train(model: torch.nn.Module, stream: EpisodeStream, preset: Preset, out_dir
                 torch.nn.utils.clip_grad_norm_(params, preset.grad_clip)
             optimizer.step()
             for k, v in losses.items():
-                running[k] = 0.9 * running.get(k, float(v)) + 0.1 * float(v)
+                value = float(v.detach())
+                running[k] = 0.9 * running.get(k, value) + 0.1 * value
             if (step + 1) % preset.log_every == 0 or step + 1 == preset.iterations:
                 history.append({"step": step + 1, "lr": preset.lr_at(step), **{k: round(v, 6) for k, v in running.items()}})
-            advance(float(total))
+            advance(float(total.detach()))
             if (step + 1) % preset.checkpoint_every == 0 and step + 1 < preset.iterations:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
                             "history": history, "torch_rng": torch.get_rng_state()}, state_path)
