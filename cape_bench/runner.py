@@ -290,6 +290,7 @@ class Runner:
         t0 = time.perf_counter()
         method.prepare(ctx)
         prepare_s = time.perf_counter() - t0
+        self._announce(name, method.provenance())
         timings = {"data_s": 0.0, "support_s": 0.0, "predict_s": 0.0}
         preds: list[np.ndarray] = [None] * len(manifest)  # type: ignore[list-item]
         episodes = list(manifest.episode_slices())
@@ -346,7 +347,22 @@ class Runner:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         write_json(self.run.cell(name, split, shots), record)
+        if total:
+            self.log(f"{name} · split {split} · {shots}-shot: {len(manifest)} pairs in {total:.1f} s "
+                     f"({len(manifest) / total:,.0f} pairs/s; data {timings['data_s']:.1f} s, support "
+                     f"{timings['support_s']:.1f} s, predict {timings['predict_s']:.1f} s; prepare {prepare_s:.1f} s)")
         return record
+
+    def _announce(self, name: str, provenance: dict) -> None:
+        """Say what weights a method runs with; random-init weights are said loudly."""
+        flat = {k: v for k, v in provenance.items() if isinstance(v, (str, int, float)) and k != "final_loss"}
+        if not flat:
+            return
+        text = ", ".join(f"{k}: {v}" for k, v in flat.items())
+        if any("random" in str(v).lower() for v in flat.values()):
+            self.log(f"[bold red]{name} runs with RANDOM-INIT weights somewhere — {text}[/bold red]")
+        else:
+            self.log(f"{name} — {text}")
 
     def _progress(self, label: str, total: int):
         from contextlib import contextmanager  # noqa: PLC0415
