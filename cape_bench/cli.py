@@ -170,6 +170,10 @@ def run_and_report(cfg, console, show_progress: bool = True) -> int:
         console.print(f"{len(skipped)} cells were finished earlier and not recomputed")
     failed = [o for o in outcomes if o.status == "failed"]
     console.print(f"results: {run_dir / 'summary.csv'}")
+    if cfg.run.report and runner.run.finished_cells():
+        from cape_bench.report import build_report  # noqa: PLC0415
+
+        console.print(f"report: {build_report([run_dir], None)}")
     if failed:
         console.print(f"[red]{len(failed)} cells failed; finished cells are kept. Re-run the same command to retry.[/red]")
         return 1

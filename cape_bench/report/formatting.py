@@ -1,0 +1,18 @@
+"""Number formatting shared by the report sections and the paper tables."""
+
+from __future__ import annotations
+
+import math
+
+DASH = "—"
+
+
+def is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def mean_if_complete(values: list) -> float | None:
+    """The mean of ``values`` when none is missing (a paper's "Mean" is over every split), else None."""
+    if not values or any(is_missing(v) for v in values):
+        return None
+    return float(sum(values) / len(values))

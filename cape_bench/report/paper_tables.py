@@ -1,0 +1,112 @@
+"""``cape-bench tables``: the headline table in the layout of the CAPE papers / the CapeNext README.
+
+Method, backbone, split 1–5, mean; one block per shots; the best value of each column in bold
+(markdown ``**x**``, LaTeX ``\\textbf{x}``). CSV is plain (no markup), one row per method and shots.
+The "mean" is over every split of the block, and left empty for a method that lacks one of them.
+Methods that use inputs beyond the support set are marked † with a footnote.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from cape_bench.report.formatting import DASH, is_missing
+from cape_bench.report.headline import Block, headline_blocks
+from cape_bench.report.runs import ReportError, load_runs
+
+FORMATS = ("md", "latex", "csv")
+
+
+def render_tables(run_dirs: list[Path], fmt: str, metric: str = "PCK@0.2") -> str:
+    """The headline table of one or more run directories as markdown, LaTeX or CSV text.
+
+    Args:
+        run_dirs: scored run directories; several are combined (same protocol and metric versions).
+        fmt: ``"md"``, ``"latex"`` or ``"csv"``.
+        metric: a ``summary.csv`` metric (``PCK@0.05`` … ``PCK@0.25``, ``mPCK``, ``AUC``, ``NME``, ``EPE``).
+
+    Raises:
+        ReportError: unknown format or metric, or runs that cannot be combined.
+    """
+    if fmt not in FORMATS:
+        raise ReportError(f"unknown table format {fmt!r}; choose from {', '.join(FORMATS)}")
+    runs = load_runs(run_dirs, tables=("summary.csv",))
+    blocks = headline_blocks(runs, metric, with_intervals=False)
+    if fmt == "csv":
+        return _csv(blocks)
+    render = _markdown if fmt == "md" else _latex
+    parts = [render(block) for block in blocks]
+    flagged = {}
+    for block in blocks:
+        for row in block.rows:
+            if row.extra_inputs:
+                flagged[row.label] = ", ".join(row.extra_inputs)
+    if flagged:
+        note = "; ".join(f"{label}: {what}" for label, what in flagged.items())
+        parts.append(f"† uses input beyond the support set: {note}" if fmt == "md"
+                     else f"% $^\\dagger$ uses input beyond the support set: {_tex(note)}")
+    return "\n\n".join(parts) + "\n"
+
+
+def _title(block: Block) -> str:
+    unit = f" ({block.metric.unit})" if block.metric.unit else ""
+    return f"{block.metric.name}{unit}, {block.shots}-shot"
+
+
+def _number(value, digits: int = 2) -> str:
+    return "" if is_missing(value) else f"{value:.{digits}f}"
+
+
+def _markdown(block: Block) -> str:
+    head = ["Method", "Backbone", *[f"Split {s}" for s in block.splits], "Mean"]
+    lines = [f"**{_title(block)}**", "", "| " + " | ".join(head) + " |",
+             "|" + "|".join([":---", ":---"] + ["---:"] * (len(head) - 2)) + "|"]
+    for row in block.rows:
+        cells = [row.label + (" †" if row.extra_inputs else ""), row.backbone]
+        for col in block.columns:
+            text = _number(row.value(col)) or DASH
+            cells.append(f"**{text}**" if block.is_best(row, col) else text)
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "—": "---"}
+
+
+def _tex(text: str) -> str:
+    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def _latex(block: Block) -> str:
+    ncols = len(block.columns)
+    lines = [
+        f"% {_title(block)} (cape-bench); needs \\usepackage{{booktabs}}",
+        "\\begin{tabular}{ll" + "r" * ncols + "}",
+        "\\toprule",
+        " & ".join(["Method", "Backbone", *[f"Split {s}" for s in block.splits], "Mean"]) + " \\\\",
+        "\\midrule",
+    ]
+    for row in block.rows:
+        cells = [_tex(row.label) + ("$^\\dagger$" if row.extra_inputs else ""), _tex(row.backbone)]
+        for col in block.columns:
+            text = _number(row.value(col)) or "---"
+            cells.append(f"\\textbf{{{text}}}" if block.is_best(row, col) else text)
+        lines.append(" & ".join(cells) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines)
+
+
+def _csv(blocks: list[Block]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    max_splits = sorted({s for b in blocks for s in b.splits})
+    writer.writerow(["metric", "shots", "method", "backbone", "extra_inputs",
+                     *[f"split{s}" for s in max_splits], "mean"])
+    for block in blocks:
+        for row in block.rows:
+            writer.writerow([block.metric.name, block.shots, row.label, row.backbone, "; ".join(row.extra_inputs),
+                             *[_number(row.values.get(s), 4) for s in max_splits], _number(row.mean, 4)])
+    return buf.getvalue()
