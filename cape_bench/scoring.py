@@ -3,7 +3,7 @@
 Reads ``predictions/*/*.parquet`` of a run directory and writes per-keypoint distances
 (``scores/``), ``summary.csv`` (``method,split,shots,metric,value``), ``intervals.csv``
 (bootstrap 95 % intervals over episodes), ``ceiling.csv`` (the protocol ceiling of each cell),
-``per_category.csv`` and ``per_keypoint.csv``.
+``per_category.csv`` and ``per_keypoint.csv``, then the error analysis under ``analysis/``.
 """
 
 from __future__ import annotations
@@ -57,8 +57,12 @@ def cell_arrays(frame) -> CellArrays:
     )
 
 
-def score_run(run_dir, thresholds=pck.PCK_THRESHOLDS, *, bootstrap_reps: int = 1000) -> dict:
-    """Score every finished cell of a run; returns the tables as pandas DataFrames."""
+def score_run(run_dir, thresholds=pck.PCK_THRESHOLDS, *, bootstrap_reps: int = 1000, analysis: bool = True) -> dict:
+    """Score every finished cell of a run; returns the tables as pandas DataFrames.
+
+    With ``analysis`` the error analysis (:mod:`cape_bench.analysis`: error taxonomy, polysemy,
+    intra-category variation) is written to ``RUN_DIR/analysis/`` as well.
+    """
     import pandas as pd  # noqa: PLC0415
 
     run = RunDir(run_dir)
@@ -118,6 +122,10 @@ def score_run(run_dir, thresholds=pck.PCK_THRESHOLDS, *, bootstrap_reps: int = 1
     }
     for name, table in tables.items():
         write_frame(run.table(name), table)
+    if analysis:
+        from cape_bench.analysis import analyze_run  # noqa: PLC0415
+
+        tables.update({f"analysis/{k}": v for k, v in analyze_run(run.root).items()})
     return tables
 
 
