@@ -78,6 +78,18 @@ class InstanceView:
     def __len__(self) -> int:
         return len(self.ann_ids)
 
+    def take(self, rows: slice) -> InstanceView:
+        """The instances ``rows`` (a slice) as a view of their own (same category)."""
+
+        def cut(a):
+            return None if a is None else a[rows]
+
+        return InstanceView(
+            category=self.category, ann_ids=self.ann_ids[rows], image_files=self.image_files[rows],
+            bbox_px=self.bbox_px[rows], center_px=self.center_px[rows], scale=self.scale[rows],
+            crops=cut(self.crops), keypoints_px=cut(self.keypoints_px), visible=cut(self.visible),
+        )
+
 
 @dataclass(frozen=True)
 class MethodInfo:
@@ -115,6 +127,10 @@ class RunContext:
         image_root: folder the ``file_name`` entries are relative to, or None.
         cache_dir: where a method may keep trained weights and embeddings.
         options: method options from ``bench.toml`` (``[methods.<name>]``) and the CLI.
+        descriptions: the keypoint-descriptions file the run uses (None: the annotation files' names),
+            so a method trains on the same texts it is evaluated with.
+        text_variant: regular | synonyms | translated | typo (of ``descriptions``).
+        subset: the evaluated subset, test or val.
         device: ``"cpu"`` or ``"cuda"``.
         seed: run seed.
         log: callable taking one message string (shown in the terminal and kept in run.json).
@@ -130,6 +146,9 @@ class RunContext:
     device: str = "cpu"
     seed: int = 1
     log: Any = print
+    descriptions: str | None = None
+    text_variant: str = "regular"
+    subset: str = "test"
 
 
 @runtime_checkable

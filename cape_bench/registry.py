@@ -19,6 +19,8 @@ BUILTIN_METHODS: dict[str, str] = {
     "support-copy": "cape_bench.methods.reference:SupportCopy",
     "oracle": "cape_bench.methods.reference:Oracle",
     "capeformer": "baselines.capeformer.method:CapeFormer",
+    "capex": "baselines.capex.method:CapeX",
+    "capenext": "capenext.method:CapeNext",
 }
 
 

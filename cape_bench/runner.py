@@ -281,6 +281,9 @@ class Runner:
             device=self.cfg.run.device,
             seed=self.cfg.run.seed,
             log=self.log,
+            descriptions=str(ds.descriptions) if ds.descriptions else None,
+            text_variant=self.cfg.dataset.text_variant,
+            subset=self.cfg.dataset.subset,
         )
         crops = None
         if info.needs_images:

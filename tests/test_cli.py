@@ -69,7 +69,8 @@ def test_ls_methods_names_where_they_live(capsys):
 
 def _run_tiny(tiny, tmp_path, *extra):
     return main(["run", "--ann-dir", str(tiny / "annotations"), "--splits", "1", "--shots", "1",
-                 "--num-episodes", "3", "--out-dir", str(tmp_path / "runs"), "--name", "r", "--quiet", *extra])
+                 "--num-episodes", "3", "--out-dir", str(tmp_path / "runs"), "--name", "r", "--quiet",
+                 "--set", "run.report=false", *extra])
 
 
 def test_run_score_roundtrip_on_tiny(tiny_mp100, tmp_path, capsys):
@@ -142,7 +143,7 @@ def test_resume_after_killed_run(mp100_ann_dir, tmp_path):
     """SIGKILL a real run once its first cell is stored; the rerun skips finished cells and matches a clean run."""
     args = [sys.executable, "-m", "cape_bench", "run", "--ann-dir", str(mp100_ann_dir), "--methods",
             "support-copy", "--splits", "1,2", "--shots", "1", "--num-episodes", "40", "--quiet",
-            "--out-dir", str(tmp_path)]
+            "--out-dir", str(tmp_path), "--set", "run.report=false"]
     proc = subprocess.Popen([*args, "--name", "killed"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     first_cell = tmp_path / "killed" / "cells" / "support-copy" / "split1_1shot.json"
     deadline = time.time() + 120

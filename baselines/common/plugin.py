@@ -20,7 +20,7 @@ from baselines.common.episodic_data import normalize_crops
 from baselines.common.trainer import EpisodeStream, Preset, load_checkpoint, train
 from cape_bench.api import InstanceView, MethodInfo, RunContext
 from cape_bench.data.geometry import crop_to_image, image_to_crop
-from cape_bench.data.mp100 import load_annotation_set, split_file
+from cape_bench.data.mp100 import load_annotation_set, load_descriptions, split_file
 
 TRAINING_CODE_VERSION = "train-1"  # bump when training semantics change (invalidates cached models)
 
@@ -76,6 +76,10 @@ class TorchMethod:
         """float32[Q, K, 2] normalised crop coords for query crops float32[Q, 3, H, W]."""
         raise NotImplementedError
 
+    def training_identity(self) -> dict[str, Any]:
+        """Extra facts that make a trained model different (e.g. the text encoder that really ran)."""
+        return {}
+
     def load_official_checkpoint(self, path: Path) -> dict:
         """Load an officially released checkpoint; methods with a converter override this."""
         raise ValueError(f"{self.info.name}: {path} is not a cape-bench checkpoint (model.safetensors) and this "
@@ -106,12 +110,16 @@ class TorchMethod:
         train_file = split_file(ctx.ann_dir, ctx.split, "train")
         if not ctx.image_root:
             raise FileNotFoundError(f"{self.info.name}: training needs images; no image root is configured")
-        ann = load_annotation_set(train_file)
+        texts = load_descriptions(ctx.descriptions, ctx.text_variant) if ctx.descriptions else None
+        ann = load_annotation_set(train_file, descriptions=texts)
         ident = {
             "method": self.info.name, "preset": self.preset.name, "backbone": self.backbone_name,
             "train_file_sha256": ann.sha256, "train_shots": self.train_shots, "seed": ctx.seed,
-            "options": self.options, "code": TRAINING_CODE_VERSION,
+            "options": self.options, "code": TRAINING_CODE_VERSION, **self.training_identity(),
         }
+        if self.info.reads_text:  # the texts a text model trains on are part of what it is
+            ident["descriptions"] = hashlib.sha256(json.dumps(
+                [ann.categories[c].descriptions for c in ann.categories]).encode()).hexdigest()
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
         out_dir = Path(ctx.cache_dir) / "models" / self.info.name / f"split{ctx.split}-{self.preset.name}-{digest}"
         reused = (out_dir / "model.safetensors").exists()
@@ -148,9 +156,9 @@ class TorchMethod:
         size = self.preset.input_size
         out = []
         for start in range(0, len(queries), self.batch_size):
-            sl = slice(start, start + self.batch_size)
-            crops = torch.from_numpy(normalize_crops(queries.crops[sl])).to(self.device)
-            out.append(self.predict_normalized(state, crops, queries).float().cpu().numpy())
+            part = queries.take(slice(start, start + self.batch_size))
+            crops = torch.from_numpy(normalize_crops(part.crops)).to(self.device)
+            out.append(self.predict_normalized(state, crops, part).float().cpu().numpy())
         norm = np.concatenate(out)
         return crop_to_image(norm * size, queries.center_px, queries.scale, (size, size)).astype(np.float32)
 
