@@ -68,6 +68,7 @@ class SynthSection:
     num_categories: int = 100
     instances_per_category: int = 0  # 0 → the generator's default
     image_size: int = 0  # 0 → the generator's default
+    knobs: dict[str, Any] = field(default_factory=dict)  # overrides of cape_bench.synth.Knobs, e.g. {polysemy = 1.0}
 
 
 @dataclass(frozen=True)

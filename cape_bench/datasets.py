@@ -43,6 +43,8 @@ def synth_params(cfg: BenchConfig) -> dict:
         params["instances_per_category"] = cfg.synth.instances_per_category
     if cfg.synth.image_size:
         params["image_size"] = cfg.synth.image_size
+    if cfg.synth.knobs:
+        params["knobs"] = dict(sorted(cfg.synth.knobs.items()))
     return params
 
 
@@ -51,13 +53,15 @@ def ensure_synth(cfg: BenchConfig, log=print) -> Path:
     from cape_bench import synth  # noqa: PLC0415
 
     params = synth_params(cfg)
-    key = hashlib.sha256(json.dumps({**params, "generator": synth.GENERATOR_VERSION}, sort_keys=True).encode())
+    key = hashlib.sha256(json.dumps({**params, "generator": synth.SYNTH_VERSION}, sort_keys=True).encode())
     folder = cache_root(cfg) / f"cape-synth-{key.hexdigest()[:12]}"
     if (folder / SYNTH_COMPLETE_MARKER).exists():
         return folder
     log(f"generating CAPE-Synth {params} into {folder} (first use; reused afterwards)")
-    synth.generate(folder, **params)
-    (folder / SYNTH_COMPLETE_MARKER).write_text(json.dumps({**params, "generator": synth.GENERATOR_VERSION}))
+    knobs = synth.Knobs.from_dict(params["knobs"]) if "knobs" in params else None
+    gen_args = {k: v for k, v in params.items() if k != "knobs"}
+    synth.generate(folder, **gen_args, knobs=knobs, overwrite=True)  # no marker: an interrupted attempt
+    (folder / SYNTH_COMPLETE_MARKER).write_text(json.dumps({**params, "generator": synth.SYNTH_VERSION}))
     return folder
 
 
