@@ -13,6 +13,8 @@ EPILOG = """examples:
   cape-bench score runs/NAME                        # recompute every score from stored predictions
   cape-bench episodes --ann mp100_split1_test.json --shots 1
   cape-bench data check --ann mp100_split1_test.json
+  cape-bench data synth --out /tmp/cape-synth --seed 0
+  cape-bench data show --ann /tmp/cape-synth/annotations/mp100_split1_test.json --out sample.png
   cape-bench ls methods
 """
 
@@ -101,6 +103,25 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--descriptions", type=Path, help="keypoint descriptions file to check against")
     check.add_argument("--json", action="store_true", help="print the findings as JSON")
     check.set_defaults(func=cmd_data_check)
+
+    synth = dsub.add_parser("synth", help="generate CAPE-Synth, a CAPE benchmark in the MP-100 file format")
+    synth.add_argument("--out", type=Path, required=True, help="output folder (gets annotations/ and images/)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--num-categories", type=int, default=100, help="multiple of 10, 10..100")
+    synth.add_argument("--instances-per-category", type=int, help="default: the generator's (50)")
+    synth.add_argument("--image-size", type=int, help="image side in px (default: the generator's, 128)")
+    synth.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
+                       help="generator knob, e.g. --knob polysemy=1.0 (see cape_bench/synth/knobs.py)")
+    synth.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
+    synth.set_defaults(func=cmd_data_synth)
+
+    show = dsub.add_parser("show", help="draw a grid of annotated samples (keypoints and skeletons) as a PNG")
+    show.add_argument("--ann", type=Path, required=True, help="an MP-100-format annotation file")
+    show.add_argument("--images", type=Path, help="image root (default: ../images beside the annotations folder)")
+    show.add_argument("--out", type=Path, required=True, help="PNG to write")
+    show.add_argument("--per-supercategory", type=int, default=4)
+    show.add_argument("--seed", type=int, default=0)
+    show.set_defaults(func=cmd_data_show)
     return parser
 
 
@@ -257,6 +278,29 @@ def cmd_data_check(args) -> int:
     if args.json:
         print(json.dumps([doctor.report_to_dict(r) for r in reports], indent=2))
     return status
+
+
+def cmd_data_synth(args) -> int:
+    from cape_bench import synth  # noqa: PLC0415
+    from cape_bench.config import parse_override  # noqa: PLC0415
+
+    knobs = dict(parse_override(k) for k in args.knob)
+    kwargs = {"seed": args.seed, "num_categories": args.num_categories, "overwrite": args.overwrite}
+    if args.instances_per_category:
+        kwargs["instances_per_category"] = args.instances_per_category
+    if args.image_size:
+        kwargs["image_size"] = args.image_size
+    ann_dir = synth.generate(args.out, knobs=synth.Knobs.from_dict(knobs) if knobs else None, **kwargs)
+    print(f"CAPE-Synth written: {ann_dir} (images in {Path(args.out) / 'images'})")
+    return 0
+
+
+def cmd_data_show(args) -> int:
+    from cape_bench import synth  # noqa: PLC0415
+
+    images = args.images or args.ann.resolve().parent.parent / "images"
+    print(f"wrote {synth.show(args.ann, images, args.out, per_supercategory=args.per_supercategory, seed=args.seed)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
