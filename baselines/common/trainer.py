@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -173,6 +174,11 @@ def train(model: torch.nn.Module, stream: EpisodeStream, preset: Preset, out_dir
                 running[k] = 0.9 * running.get(k, value) + 0.1 * value
             if (step + 1) % preset.log_every == 0 or step + 1 == preset.iterations:
                 history.append({"step": step + 1, "lr": preset.lr_at(step), **{k: round(v, 6) for k, v in running.items()}})
+                if not sys.stdout.isatty():  # logs and CI see no live progress bar: print the curve instead
+                    elapsed = time.perf_counter() - t0
+                    eta = elapsed / (step + 1 - start) * (preset.iterations - step - 1)
+                    log(f"step {step + 1}/{preset.iterations} loss {sum(v for k, v in running.items() if 'loss' in k):.4f}"
+                        f" lr {preset.lr_at(step):.2e} ({elapsed:.0f} s, ETA {eta:.0f} s)")
             advance(float(total.detach()))
             if (step + 1) % preset.checkpoint_every == 0 and step + 1 < preset.iterations:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
