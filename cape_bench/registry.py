@@ -18,7 +18,9 @@ ENTRY_POINT_GROUP = "cape_bench.methods"
 BUILTIN_METHODS: dict[str, str] = {
     "support-copy": "cape_bench.methods.reference:SupportCopy",
     "oracle": "cape_bench.methods.reference:Oracle",
+    "pomnet": "baselines.pomnet.method:POMNet",
     "capeformer": "baselines.capeformer.method:CapeFormer",
+    "graphcape": "baselines.graphcape.method:GraphCape",
     "capex": "baselines.capex.method:CapeX",
     "capenext": "capenext.method:CapeNext",
 }

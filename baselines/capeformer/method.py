@@ -7,6 +7,8 @@ query of that episode.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -106,3 +108,14 @@ class CapeFormer(LineageImageMethod):
     head_class = CapeFormerHead
     config_class = CapeFormerConfig
 
+    def load_official_checkpoint(self, path: Path) -> dict:
+        """A released CapeFormer checkpoint (GitHub release ``checkpoints-mp100``): ResNet-50 at 256² only."""
+        from baselines.common.convert import load_official_capeformer  # noqa: PLC0415
+
+        if self.backbone_name != "resnet50" or self.preset.input_size != 256:
+            raise ValueError(f"capeformer: {path} is an official checkpoint (ResNet-50, 256²); use --set "
+                             "methods.capeformer.preset=\"official\" (got backbone "
+                             f"{self.backbone_name}, input {self.preset.input_size})")
+        out = load_official_capeformer(self.model, path, allow_pickle=bool(self.options.get("allow_pickle")),
+                                       log=self.log)
+        return {**out, "backbone_weights": "from the official checkpoint"}

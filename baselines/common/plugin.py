@@ -56,6 +56,7 @@ class TorchMethod:
         self.options = options
         self.model: torch.nn.Module | None = None
         self.device = "cpu"
+        self.log = print
         self._provenance: dict[str, Any] = {}
         self._prepared_key: tuple | None = None
         # the crop size depends on the preset: the harness reads it from ``info`` to cut crops
@@ -91,6 +92,8 @@ class TorchMethod:
         if self._prepared_key == key:
             return
         self.device = ctx.device
+        self.log = ctx.log
+        torch.manual_seed(ctx.seed)  # the initial weights (and so a trained model) follow the run seed
         self.model = self.build_model()
         if self.checkpoint:
             path = Path(self.checkpoint.format(split=ctx.split, shots=ctx.shots))
