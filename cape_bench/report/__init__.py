@@ -37,6 +37,7 @@ SECTIONS = (
     ("thresholds", "PCK vs threshold", "thresholds"),
     ("categories", "Per category", "categories"),
     ("keypoints", "Per keypoint", "keypoints"),
+    ("error-analysis", "Error analysis", "error_analysis"),
     ("qualitative", "Qualitative", "qualitative"),
 )
 
