@@ -37,6 +37,9 @@ class Shape:
         z_bias: added to the mean depth when sorting (painter's algorithm).
         outline: draw a dark rim (makes part boundaries visible).
         shade: None = shade from depth / normal; else a fixed brightness factor.
+        side: optional float[3]; its rotated z is added to the depth, so a part fixed to one
+            side of the object (a wheel, a pedal) stays in front of or behind the body
+            whichever way the object is turned.
     """
 
     kind: str
@@ -47,6 +50,7 @@ class Shape:
     z_bias: float = 0.0
     outline: bool = True
     shade: float | None = None
+    side: np.ndarray | None = None
 
 
 @dataclass
@@ -84,24 +88,30 @@ class Rig:
         kw.setdefault("outline", False)
         self.shapes.append(Shape("dot", _pts([centre]), float(radius), role, **kw))
 
-    def box(self, centre, size, role: str = "body", z_bias: float = 0.0, shade: float | None = None) -> None:
-        """Axis-aligned cuboid as six outward-facing polygons (back faces are culled later).
+    def box(self, centre, size, role: str = "body", z_bias: float = 0.0, shade: float | None = None,
+            roles: tuple[str, ...] | None = None) -> None:
+        """Axis-aligned cuboid (back faces are culled at projection time).
 
         Args:
             centre: float[3] box centre. size: float[3] full extents along x, y, z.
         """
-        for face, normal in box_faces(centre, size):
-            self.shapes.append(Shape("polygon", face, 0.0, role, normal=normal, z_bias=z_bias, shade=shade))
+        self.hexa(box_corners(centre, size), role, z_bias, shade, roles)
 
-    def hexa(self, corners, role: str = "body", z_bias: float = 0.0, shade: float | None = None) -> None:
+    def hexa(self, corners, role: str = "body", z_bias: float = 0.0, shade: float | None = None,
+             roles: tuple[str, ...] | None = None) -> None:
         """Convex hexahedron from 8 corners indexed ``x + 2*y + 4*z`` (bit = high side).
 
         Normals are computed from the corners and turned outwards, so a sheared box (a
         reclined backrest, a car cabin) culls correctly.
+
+        Args:
+            roles: optional role per face, in the order -x, +x, -y, +y, -z, +z.
         """
         c = np.asarray(corners, dtype=np.float64).reshape(8, 3)
         centre = c.mean(axis=0)
-        for quad in ((0, 2, 6, 4), (1, 3, 7, 5), (0, 1, 5, 4), (2, 3, 7, 6), (0, 1, 3, 2), (4, 5, 7, 6)):
+        quads = ((0, 2, 6, 4), (1, 3, 7, 5), (0, 1, 5, 4), (2, 3, 7, 6), (0, 1, 3, 2), (4, 5, 7, 6))
+        for i, quad in enumerate(quads):
+            face_role = roles[i] if roles else role
             face = c[list(quad)]
             normal = np.cross(face[1] - face[0], face[3] - face[0])
             if np.dot(normal, face.mean(axis=0) - centre) < 0:
@@ -109,26 +119,8 @@ class Rig:
             norm = np.linalg.norm(normal)
             if norm < 1e-12:
                 continue
-            self.shapes.append(Shape("polygon", face, 0.0, role, normal=normal / norm, z_bias=z_bias, shade=shade))
-
-    def prism(self, profile_xy, z0: float, z1: float, role: str = "body", z_bias: float = 0.0) -> None:
-        """Extrude a convex, counter-clockwise x-y profile between depths z0 < z1.
-
-        Args:
-            profile_xy: float[n, 2] convex polygon, counter-clockwise seen from +z.
-        """
-        prof = np.asarray(profile_xy, dtype=np.float64)
-        n = len(prof)
-        front = np.column_stack([prof, np.full(n, z1)])
-        back = np.column_stack([prof, np.full(n, z0)])[::-1]
-        self.shapes.append(Shape("polygon", front, 0.0, role, normal=np.array([0.0, 0.0, 1.0]), z_bias=z_bias))
-        self.shapes.append(Shape("polygon", back, 0.0, role, normal=np.array([0.0, 0.0, -1.0]), z_bias=z_bias))
-        for i in range(n):
-            a, b = prof[i], prof[(i + 1) % n]
-            edge = b - a
-            normal = np.array([edge[1], -edge[0], 0.0]) / max(np.hypot(*edge), 1e-9)
-            quad = np.array([[a[0], a[1], z0], [b[0], b[1], z0], [b[0], b[1], z1], [a[0], a[1], z1]])
-            self.shapes.append(Shape("polygon", quad, 0.0, role, normal=normal, z_bias=z_bias))
+            self.shapes.append(Shape("polygon", face, 0.0, face_role, normal=normal / norm, z_bias=z_bias,
+                                     shade=shade))
 
     def keypoints(self, names: tuple[str, ...]) -> np.ndarray:
         """float[K, 3] positions of the named nodes, in order."""
@@ -139,25 +131,12 @@ def _pts(points) -> np.ndarray:
     return np.asarray(points, dtype=np.float64).reshape(-1, 3)
 
 
-def box_faces(centre, size) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Six faces (float[4, 3] vertices, float[3] outward normal) of an axis-aligned box."""
+def box_corners(centre, size) -> np.ndarray:
+    """float[8, 3] corners of an axis-aligned box, indexed ``x + 2*y + 4*z`` (bit = high side)."""
     c = np.asarray(centre, dtype=np.float64)
     h = np.asarray(size, dtype=np.float64) / 2.0
-    faces = []
-    for axis in range(3):
-        for sign in (-1.0, 1.0):
-            normal = np.zeros(3)
-            normal[axis] = sign
-            u, v = [a for a in range(3) if a != axis]
-            corners = []
-            for su, sv in ((-1, -1), (1, -1), (1, 1), (-1, 1)):
-                p = c.copy()
-                p[axis] += sign * h[axis]
-                p[u] += su * h[u]
-                p[v] += sv * h[v]
-                corners.append(p)
-            faces.append((np.array(corners), normal))
-    return faces
+    bits = np.array([[i & 1, (i >> 1) & 1, (i >> 2) & 1] for i in range(8)], dtype=np.float64)
+    return c + (bits * 2.0 - 1.0) * h
 
 
 def circle3d(centre, radius: float, normal_axis: int, n: int = 14) -> np.ndarray:
@@ -255,6 +234,8 @@ def project_rig(rig: Rig, rotation: np.ndarray, keypoint_names: tuple[str, ...])
             if facing <= 1e-6:
                 continue  # faces away from the viewer
         depth = float(p[:, 2].mean()) + s.z_bias
+        if s.side is not None:
+            depth += float((rotation @ np.asarray(s.side, np.float64))[2])
         xy = np.column_stack([p[:, 0], -p[:, 1]])
         out.append((depth, order, Projected(s.kind, s.role, xy, s.width, depth, s.outline, s.shade, facing)))
     # ties keep the builder's order, so equal-depth parts layer deterministically

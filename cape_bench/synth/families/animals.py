@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
@@ -33,6 +31,7 @@ class Quadruped(Family):
 
     name = "quadruped"
     supercategory = "quadruped"
+    natural = True
     view = ViewSpec(yaw=0.0, yaw_range=30.0, pitch=5.0, pitch_range=10.0, flippable=True)
     pose = {
         "neck": (45.0, 20.0), "head": (-25.0, 25.0), "tail": (-30.0, 40.0), "tail_curl": (0.0, 35.0),
@@ -175,8 +174,9 @@ class AnimalFace(Family):
 
     name = "animal_face"
     supercategory = "animal_face"
-    view = ViewSpec(yaw=0.0, yaw_range=35.0, pitch=0.0, pitch_range=18.0)
-    pose = {"jaw": (0.0, 1.0), "ears": (0.0, 25.0), "squint": (0.0, 1.0)}
+    natural = True
+    view = ViewSpec(yaw=0.0, yaw_range=50.0, pitch=0.0, pitch_range=25.0)
+    pose = {"jaw": (0.0, 1.0), "ears": (0.0, 35.0), "squint": (0.0, 1.0)}
     defaults = {"hw": 0.5, "hh": 0.55, "sn": 0.3, "sw": 0.26, "ear": 0.3, "eye": 0.06, "es": 0.2, "ey": 0.12}
 
     def keypoints(self, style):
@@ -189,7 +189,8 @@ class AnimalFace(Family):
         if style.get("cheeks"):
             kps += [K("l_cheek", "left cheek"), K("r_cheek", "right cheek")]
         if style.get("horns"):
-            kps += [K("l_horn", "tip of the left horn", "left horn"), K("r_horn", "tip of the right horn", "right horn")]
+            kps += [K("l_horn", "tip of the left horn", "left horn"),
+                    K("r_horn", "tip of the right horn", "right horn")]
         return tuple(kps)
 
     def skeleton(self, style):
@@ -261,6 +262,7 @@ class Bird(Family):
 
     name = "bird"
     supercategory = "bird"
+    natural = True
     view = ViewSpec(yaw=0.0, yaw_range=25.0, pitch=0.0, pitch_range=10.0, flippable=True)
     pose = {"pitch": (10.0, 20.0), "neck": (60.0, 25.0), "beak": (-5.0, 20.0), "wings": (0.3, 0.7),
             "wing_gap": (10.0, 15.0), "tail": (-10.0, 20.0), "l_leg": (0.0, 25.0), "r_leg": (0.0, 25.0)}
@@ -337,8 +339,9 @@ class Bird(Family):
             wp = np.array([-wd[1], wd[0]])
             if wp[1] < 0:
                 wp = -wp
-            poly = [base + wp * p["ww"] * 0.3, base - wp * p["ww"] * 0.6, base + wd * p["wl"] * 0.55 - wp * p["ww"] * 0.6,
-                    tipw, base + wd * p["wl"] * 0.5 + wp * p["ww"] * 0.4]
+            poly = [base + wp * p["ww"] * 0.3, base - wp * p["ww"] * 0.6,
+                    base + wd * p["wl"] * 0.55 - wp * p["ww"] * 0.6, tipw,
+                    base + wd * p["wl"] * 0.5 + wp * p["ww"] * 0.4]
             rig.polygon([_xy(v, z) for v in poly], role="accent", z_bias=0.0)
             rig.node(f"{s}_wing", _xy(base + wd * p["wl"] * 0.8, z))
         # legs
@@ -346,8 +349,9 @@ class Bird(Family):
             hip = _rot2(np.array([0.0, -0.35 * bh]), pitch)
             _, foot = chain(_xy(hip, z), [q[f"{s}_leg"]], [p["ll"] + 0.15 * bh])
             rig.node(f"{s}_leg", foot)
-            rig.capsule([_xy(hip, z), foot], 0.035, role="dark", z_bias=-0.2 if s == "l" else 0.2)
-            rig.capsule([foot, foot + [0.08, 0.0, 0.0]], 0.03, role="dark", z_bias=-0.2 if s == "l" else 0.2)
+            side = [0.0, 0.0, 0.2 * np.sign(z)]
+            rig.capsule([_xy(hip, z), foot], 0.035, role="dark", side=side)
+            rig.capsule([foot, foot + [0.08, 0.0, 0.0]], 0.03, role="dark", side=side)
         return rig
 
 
@@ -364,9 +368,10 @@ class Insect(Family):
 
     name = "insect"
     supercategory = "insect"
-    view = ViewSpec(yaw=0.0, yaw_range=15.0, pitch=0.0, pitch_range=15.0)
+    natural = True
+    view = ViewSpec(yaw=0.0, yaw_range=15.0, pitch=0.0, pitch_range=15.0, roll=50.0)
     pose = {
-        **{f"{s}{i}_{j}": (0.0, 22.0) for s in "lr" for i in range(4) for j in ("base", "knee")},
+        **{f"{s}{i}_{j}": (0.0, 28.0) for s in "lr" for i in range(4) for j in ("base", "knee")},
         "abdomen": (0.0, 15.0), "antennae": (0.0, 20.0), "wings": (0.0, 1.0),
     }
     defaults = {"head": 0.12, "th": 0.22, "thw": 0.16, "ab": 0.45, "abw": 0.2, "leg": 0.5, "lw": 0.035,

@@ -44,6 +44,8 @@ class ViewSpec:
         yaw, pitch: canonical view; ``*_range``: ± spread at full variation.
         flippable: instances may be seen from the opposite side (yaw + 180°), e.g. an animal
             walking to the left instead of to the right.
+        roll: extra ± in-plane rotation at full variation, for families photographed in any
+            orientation (insects from above, hands).
     """
 
     yaw: float = 0.0
@@ -51,6 +53,7 @@ class ViewSpec:
     pitch: float = 0.0
     pitch_range: float = 0.0
     flippable: bool = False
+    roll: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -101,10 +104,12 @@ class Family:
         view: :class:`ViewSpec`.
         pose: pose parameter -> (centre, half range) at full variation (degrees unless noted).
         defaults: default proportions (object units).
+        natural: draw colours from the earthy animal palette.
     """
 
     name: str = ""
     supercategory: str = ""
+    natural: bool = False
     view: ViewSpec = ViewSpec()
     pose: Mapping[str, tuple[float, float]] = {}
     defaults: Mapping[str, float] = {}
@@ -151,11 +156,6 @@ def sample_proportions(template: Template, rng: np.random.Generator, spread: flo
     """Per-instance proportions: base × exp(N(0, spread)) clipped to ±2σ, one draw per key."""
     out = {}
     for key in sorted(template.proportions):
-        z = float(np.clip(rng.standard_normal(), -2.0, 2.0))
+        z = min(max(float(rng.standard_normal()), -2.0), 2.0)
         out[key] = float(template.proportions[key] * np.exp(z * spread))
     return out
-
-
-def lr(prefix_left: str, prefix_right: str, *names: str) -> tuple[str, ...]:
-    """Helper: ``lr("l_", "r_", "eye")`` → ("l_eye", "r_eye")."""
-    return tuple(p + n for n in names for p in (prefix_left, prefix_right))

@@ -17,10 +17,10 @@ class Humanoid(Family):
 
     name = "humanoid"
     supercategory = "humanoid"
-    view = ViewSpec(yaw=0.0, yaw_range=35.0, pitch=0.0, pitch_range=10.0)
-    pose = {"l_arm": (25.0, 35.0), "r_arm": (25.0, 35.0), "l_elbow": (15.0, 45.0), "r_elbow": (15.0, 45.0),
-            "l_leg": (8.0, 14.0), "r_leg": (8.0, 14.0), "l_knee": (0.0, 25.0), "r_knee": (0.0, 25.0),
-            "head": (0.0, 15.0), "lean": (0.0, 8.0)}
+    view = ViewSpec(yaw=0.0, yaw_range=40.0, pitch=0.0, pitch_range=10.0)
+    pose = {"l_arm": (40.0, 55.0), "r_arm": (40.0, 55.0), "l_elbow": (15.0, 60.0), "r_elbow": (15.0, 60.0),
+            "l_leg": (10.0, 20.0), "r_leg": (10.0, 20.0), "l_knee": (0.0, 35.0), "r_knee": (0.0, 35.0),
+            "head": (0.0, 15.0), "lean": (0.0, 15.0)}
     defaults = {"tl": 0.5, "sw": 0.36, "hw": 0.24, "ua": 0.28, "fa": 0.26, "th": 0.42, "sh": 0.4, "hr": 0.11,
                 "nl": 0.06, "lw": 0.08, "ll": 0.1}
 
@@ -109,7 +109,7 @@ class Hand(Family):
 
     name = "hand"
     supercategory = "hand"
-    view = ViewSpec(yaw=0.0, yaw_range=30.0, pitch=0.0, pitch_range=20.0, flippable=True)
+    view = ViewSpec(yaw=0.0, yaw_range=30.0, pitch=0.0, pitch_range=20.0, flippable=True, roll=25.0)
     pose = {**{f"{f}_flex": (20.0, 25.0) for f in _FINGERS}, **{f"{f}_splay": (0.0, 8.0) for f in _FINGERS},
             "spread": (5.0, 10.0), "thumb": (35.0, 20.0), "wrist": (0.0, 15.0)}
     defaults = {"pw": 0.42, "ph": 0.42, "thumb": 0.36, "index": 0.4, "middle": 0.44, "ring": 0.41, "pinky": 0.32,
@@ -145,7 +145,8 @@ class Hand(Family):
             y = ph * (1.0 - 0.12 * abs(t - 0.45) * 2)
             bases.append((f, np.array([x, y, 0.0]), (t - 0.5) * 2))
         palm = [[-0.5 * pw, 0.15 * ph, 0], [-0.28 * pw, 0.0, 0], [0.28 * pw, 0.0, 0], [0.5 * pw, 0.2 * ph, 0],
-                [0.5 * pw, 0.9 * ph, 0], [0.35 * pw, 1.02 * ph, 0], [-0.35 * pw, 1.02 * ph, 0], [-0.5 * pw, 0.9 * ph, 0]]
+                [0.5 * pw, 0.9 * ph, 0], [0.35 * pw, 1.02 * ph, 0], [-0.35 * pw, 1.02 * ph, 0],
+                [-0.5 * pw, 0.9 * ph, 0]]
         rig.polygon(palm, role="body", z_bias=0.0)
         rig.capsule([wrist + [0, -0.05, 0], wrist + [0, -0.25, 0]], 0.55 * pw, role="accent", z_bias=-0.1)
         segs = (0.45, 0.3, 0.25)

@@ -1,0 +1,1 @@
+"""Template families: the rigs that CAPE-Synth categories are parameterised from."""
