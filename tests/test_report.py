@@ -36,7 +36,7 @@ SIZE_BUDGET = 10 * 1024 * 1024
 def _run(root: Path, out_dir: Path, name: str, *, methods: str, splits: str, shots: str = "1,5") -> Path:
     status = main(["run", "--ann-dir", str(root / "annotations"), "--images", str(root / "images"),
                    "--methods", methods, "--splits", splits, "--shots", shots, "--num-episodes", "3",
-                   "--out-dir", str(out_dir), "--name", name, "--quiet"])
+                   "--out-dir", str(out_dir), "--name", name, "--quiet", "--set", "run.report=false"])
     assert status == 0
     return out_dir / name
 
@@ -274,13 +274,18 @@ def test_tables_markdown_latex_csv(tiny_run):
     assert "| oracle | — | **100.00** | **100.00** | **100.00** |" in md  # best per column in bold
     copy = summary.query("method == 'support-copy' and shots == 1").sort_values("split")["value"].to_numpy() * 100
     assert f"| support-copy | — | {copy[0]:.2f} | {copy[1]:.2f} | {copy.mean():.2f} |" in md
+    assert md.count("| *protocol ceiling* | | *100.00* | *100.00* | *100.00* |") == 2  # beside every table
 
     tex = render_tables([tiny_run], "latex")
     assert tex.count("\\begin{tabular}{llrrr}") == 2 and "\\toprule" in tex
     assert "oracle & --- & \\textbf{100.00} & \\textbf{100.00} & \\textbf{100.00} \\\\" in tex
     assert "**" not in tex
+    assert tex.count("\\emph{protocol ceiling} &  & \\emph{100.00}") == 2
 
     rows = list(csv.DictReader(io.StringIO(render_tables([tiny_run], "csv"))))
+    ceiling = [r for r in rows if r["method"] == "(protocol ceiling)"]
+    assert len(ceiling) == 2 and all(float(r["mean"]) == 100.0 for r in ceiling)
+    rows = [r for r in rows if r not in ceiling]
     assert {(r["method"], r["shots"]) for r in rows} == {(m, s) for m in ("support-copy", "oracle") for s in ("1", "5")}
     for r in rows:
         got = summary.query(f"method == '{r['method']}' and shots == {r['shots']}").sort_values("split")["value"] * 100

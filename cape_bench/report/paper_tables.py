@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 
 from cape_bench.report.formatting import DASH, is_missing
-from cape_bench.report.headline import Block, headline_blocks
+from cape_bench.report.headline import Block, _ceiling_rows, headline_blocks
 from cape_bench.report.runs import ReportError, load_runs
 
 FORMATS = ("md", "latex", "csv")
@@ -32,12 +32,14 @@ def render_tables(run_dirs: list[Path], fmt: str, metric: str = "PCK@0.2") -> st
     """
     if fmt not in FORMATS:
         raise ReportError(f"unknown table format {fmt!r}; choose from {', '.join(FORMATS)}")
-    runs = load_runs(run_dirs, tables=("summary.csv",))
+    runs = load_runs(run_dirs, tables=("summary.csv", "ceiling.csv"))
     blocks = headline_blocks(runs, metric, with_intervals=False)
+    # the protocol ceiling (what a perfect method scores under the official averaging) is a PCK property
+    ceilings = {b.shots: _ceiling_rows(runs, b) for b in blocks} if metric.startswith("PCK") else {}
     if fmt == "csv":
-        return _csv(blocks)
+        return _csv(blocks, ceilings)
     render = _markdown if fmt == "md" else _latex
-    parts = [render(block) for block in blocks]
+    parts = [render(block, ceilings.get(block.shots, [])) for block in blocks]
     flagged = {}
     for block in blocks:
         for row in block.rows:
@@ -59,7 +61,11 @@ def _number(value, digits: int = 2) -> str:
     return "" if is_missing(value) else f"{value:.{digits}f}"
 
 
-def _markdown(block: Block) -> str:
+def _ceiling_values(ceiling: dict, digits: int = 2) -> list[str]:
+    return [_number(cell["value"], digits) or DASH for cell in ceiling["cells"]]
+
+
+def _markdown(block: Block, ceilings: list[dict]) -> str:
     head = ["Method", "Backbone", *[f"Split {s}" for s in block.splits], "Mean"]
     lines = [f"**{_title(block)}**", "", "| " + " | ".join(head) + " |",
              "|" + "|".join([":---", ":---"] + ["---:"] * (len(head) - 2)) + "|"]
@@ -69,6 +75,8 @@ def _markdown(block: Block) -> str:
             text = _number(row.value(col)) or DASH
             cells.append(f"**{text}**" if block.is_best(row, col) else text)
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    for ceiling in ceilings:
+        lines.append("| *" + ceiling["label"] + "* | | " + " | ".join(f"*{v}*" for v in _ceiling_values(ceiling)) + " |")
     return "\n".join(lines)
 
 
@@ -80,7 +88,7 @@ def _tex(text: str) -> str:
     return "".join(_TEX_SPECIAL.get(ch, ch) for ch in text)
 
 
-def _latex(block: Block) -> str:
+def _latex(block: Block, ceilings: list[dict]) -> str:
     ncols = len(block.columns)
     lines = [
         f"% {_title(block)} (cape-bench); needs \\usepackage{{booktabs}}",
@@ -95,11 +103,16 @@ def _latex(block: Block) -> str:
             text = _number(row.value(col)) or "---"
             cells.append(f"\\textbf{{{text}}}" if block.is_best(row, col) else text)
         lines.append(" & ".join(cells) + " \\\\")
+    if ceilings:
+        lines.append("\\midrule")
+    for ceiling in ceilings:
+        lines.append(" & ".join([f"\\emph{{{_tex(ceiling['label'])}}}", "",
+                                 *[f"\\emph{{{v}}}" for v in _ceiling_values(ceiling)]]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     return "\n".join(lines)
 
 
-def _csv(blocks: list[Block]) -> str:
+def _csv(blocks: list[Block], ceilings: dict[int, list[dict]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     max_splits = sorted({s for b in blocks for s in b.splits})
@@ -109,4 +122,9 @@ def _csv(blocks: list[Block]) -> str:
         for row in block.rows:
             writer.writerow([block.metric.name, block.shots, row.label, row.backbone, "; ".join(row.extra_inputs),
                              *[_number(row.values.get(s), 4) for s in max_splits], _number(row.mean, 4)])
+        for ceiling in ceilings.get(block.shots, []):
+            by_split = dict(zip(block.splits, ceiling["cells"][:-1], strict=True))
+            writer.writerow([block.metric.name, block.shots, f"({ceiling['label']})", "", "",
+                             *[_number(by_split[s]["value"], 4) if s in by_split else "" for s in max_splits],
+                             _number(ceiling["cells"][-1]["value"], 4)])
     return buf.getvalue()
