@@ -260,7 +260,11 @@ class LineageHead(nn.Module):
         bs, _, h, w = x.shape
         k = support_tokens.shape[1]
         pos = sine_grid_embedding(bs, h, w, cfg.num_feats, x.device)
-        order = support_order_embedding(bs, k, cfg.num_feats, cfg.support_order, x.device)
+        # The sine order embedding depends on the slot count (official max_kpt_num = 100): compute it for the
+        # official slots and keep the first k. Slots past k are masked as keys everywhere and their outputs
+        # are never read, so running on k slots gives the 100-slot result at a fraction of the cost.
+        order = support_order_embedding(bs, max(k, cfg.max_keypoints), cfg.num_feats, cfg.support_order,
+                                        x.device)[:, :k]
         tokens = self.token_proj(support_tokens * mask[..., None])
         edges = pad_skeleton(skeleton, bs) if cfg.decoder_ffn == "graph_pre" else None
         out = self.transformer(x, pos, tokens, order, ~mask.bool(), self.kpt_branch, edges)
@@ -332,8 +336,8 @@ class LineageHead(nn.Module):
                 skeleton=None) -> torch.Tensor:
         """Predict query keypoints (last decoder layer), any batch size, any K ≤ max_keypoints.
 
-        Keypoint slots are padded to ``cfg.max_keypoints`` (masked) as in the official
-        pipeline, because CapeFormer's support order embedding depends on the slot count.
+        Runs on the K real slots only: the support-order embedding is computed for the official
+        ``cfg.max_keypoints`` slots (see :meth:`forward`), so the result equals the padded official run.
 
         Args:
             query_feats: float32[B, C, h, w] query backbone features.
@@ -344,14 +348,10 @@ class LineageHead(nn.Module):
         Returns:
             float32[B, K, 2] keypoints, normalised crop coords (x, y).
         """
-        bs, k, c = support_tokens.shape
-        slots = self.cfg.max_keypoints
-        if k > slots:
-            raise ValueError(f"{k} keypoints exceed max_keypoints={slots}")
+        k = support_tokens.shape[1]
+        if k > self.cfg.max_keypoints:
+            raise ValueError(f"{k} keypoints exceed max_keypoints={self.cfg.max_keypoints}")
         mask = _as_mask(support_mask)
-        if k < slots:
-            support_tokens = torch.cat([support_tokens, support_tokens.new_zeros(bs, slots - k, c)], dim=1)
-            mask = torch.cat([mask, mask.new_zeros(bs, slots - k)], dim=1)
         return self.forward(query_feats, support_tokens, mask, skeleton).keypoints[:, :k]
 
     # ------------------------------------------------------------------ loss and decoding
