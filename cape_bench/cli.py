@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--shots", type=int, required=True)
     ep.add_argument("--subset", choices=["test", "val"], default="test", help="200 (test) or 100 (val) episodes")
     ep.add_argument("--num-episodes", type=int, help="episodes per category (default: official)")
-    ep.add_argument("--out", type=Path, help="write the manifest (CSV) here")
+    ep.add_argument("--out", type=Path,
+                    help="where to write the manifest CSV (default: ./<annotation file stem>_<N>shot_episodes.csv)")
     ep.set_defaults(func=cmd_episodes)
 
     ls = sub.add_parser("ls", help="list registered methods or datasets")
@@ -238,9 +239,9 @@ def cmd_episodes(args) -> int:
     print(f"{args.ann}: {len(ann.categories)} categories, {len(ann.instances)} instances, "
           f"{manifest.num_episodes} episodes × {manifest.num_queries} queries × {args.shots} shot(s) "
           f"= {len(manifest)} pairs" + ("" if manifest.official else " (not the official protocol size)"))
-    if args.out:
-        write_frame(args.out, manifest.to_frame())
-        print(f"manifest: {args.out}")
+    out = args.out or Path(f"{args.ann.stem}_{args.shots}shot_episodes.csv")
+    write_frame(out, manifest.to_frame())
+    print(f"manifest: {out}")
     print(manifest.sha256)
     return 0
 
