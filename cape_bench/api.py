@@ -168,3 +168,73 @@ class Method(Protocol):
 
     def provenance(self) -> dict[str, Any]:
         """Checkpoint, backbone / text weights (genuine or random init), preset — for run.json."""
+
+
+#: roles an instance plays in a pair
+ROLES = ("support", "query")
+
+
+@runtime_checkable
+class InstanceCachedMethod(Method, Protocol):
+    """Optional extension of :class:`Method`: per-instance stages computed once per split.
+
+    At test time an instance's crop, backbone features (and e.g. CapeNext's image embedding) are the same in
+    every pair it appears in (~30–60 pairs per split). A method that implements the five members below lets
+    the harness compute those per-instance stages once per distinct instance (in batches), keep them in a
+    bounded cache (:class:`cape_bench.feature_cache.FeatureCache`, memory limit ``[run] feature_cache_mb``,
+    spilling to disk), and run only the pair-dependent part per episode, several episodes of one category
+    per call. A method that declares nothing runs, uncached, through ``encode_support`` / ``predict``; the
+    two paths must give the same predictions (to float tolerance).
+
+    The harness calls, per (split, shots) cell, after ``prepare``:
+
+    1. ``instance_stages()`` once;
+    2. for each category, for each stage, ``instance_features(view, stage)`` on the instances (with crops)
+       whose features are not cached yet, in batches;
+    3. per episode ``encode_support_cached(support, feats)``; per group of episodes of one category
+       ``predict_cached(states, queries, feats, episode)``. Views given to these two carry no crops.
+    """
+
+    def instance_stages(self) -> dict[str, str]:
+        """Role (``"support"`` / ``"query"``) → the name of the per-instance stage that role needs.
+
+        Roles that share a stage name share cached features (e.g. one backbone for support and query:
+        ``{"support": "image", "query": "image"}``); a role left out needs no per-instance work (CapeX reads no
+        support pixels: ``{"query": "image"}``), and its view then has no crops at all.
+        """
+
+    def instance_cache_identity(self) -> str:
+        """A string that changes whenever the weights behind the per-instance features change (a new
+        checkpoint, a retrained model); cached features are scoped by it."""
+
+    def instance_features(self, view: InstanceView, stage: str) -> dict[str, Any]:
+        """Per-instance arrays of ``stage`` for the N instances of ``view`` (crops given, no ground truth: the
+        same features serve an instance as support and as query): ``{name: np.ndarray | torch.Tensor with first
+        dim N}``; a name must be an identifier. Must not depend on which other instances share the batch."""
+
+    def encode_support_cached(self, support: InstanceView, feats: dict[str, np.ndarray]) -> Any:
+        """``encode_support`` from cached features: ``feats`` = the support role's stage arrays stacked over
+        the S supports (``{}`` when the support role has no stage); ``support`` has ground truth, no crops."""
+
+    def predict_cached(self, states: list[Any], queries: InstanceView, feats: dict[str, np.ndarray],
+                       episode: np.ndarray) -> np.ndarray:
+        """float32[Q, K, 2] predictions in original image pixels for Q queries of one category drawn from
+        several episodes: query ``q`` belongs to the episode whose state is ``states[episode[q]]``; ``feats``
+        are the query role's stage arrays stacked over the Q queries. Must equal ``predict`` episode by
+        episode."""
+
+
+_CACHED_MEMBERS = ("instance_stages", "instance_cache_identity", "instance_features", "encode_support_cached",
+                   "predict_cached")
+
+
+def supports_instance_cache(method: Any) -> bool:
+    """True when ``method`` implements every member of :class:`InstanceCachedMethod` and declares a stage."""
+    if not all(callable(getattr(method, m, None)) for m in _CACHED_MEMBERS):
+        return False
+    stages = method.instance_stages()
+    unknown = set(stages) - set(ROLES)
+    if unknown:
+        raise ValueError(f"{getattr(getattr(method, 'info', None), 'name', method)}: instance_stages() names unknown "
+                         f"role(s) {sorted(unknown)}; roles are {', '.join(ROLES)}")
+    return bool(stages)

@@ -33,6 +33,7 @@ class RunSection:
     device: str = "cpu"
     seed: int = 1
     report: bool = True  # render the HTML report at the end of `run`
+    feature_cache_mb: float = 2048.0  # memory for per-instance features (spills to disk beyond); 0 → off, uncached
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,18 @@ The harness owns the loop; methods only see :class:`~cape_bench.api.InstanceView
 A cell is written atomically when it finishes, so an interrupted run resumes without
 recomputing finished cells, and a failing cell (bad output, missing images) is reported
 without losing the others.
+
+Per-instance work is done once per split: a method that declares per-instance stages
+(:class:`~cape_bench.api.InstanceCachedMethod`) gets each distinct instance's crop and stage features
+(backbone features, image embeddings) computed once, in batches, kept in a bounded
+:class:`~cape_bench.feature_cache.FeatureCache` (``[run] feature_cache_mb``, spilling to disk) that lives
+across the shots cells of a split, and only its pair-dependent part runs per episode — the queries of
+several episodes of one category per call. Other methods run through ``encode_support`` / ``predict``.
 """
 
 from __future__ import annotations
 
+import itertools
 import platform
 import subprocess
 import time
@@ -18,11 +26,12 @@ from typing import Any
 import numpy as np
 
 from cape_bench import __version__
-from cape_bench.api import RunContext
+from cape_bench.api import RunContext, supports_instance_cache
 from cape_bench.config import BenchConfig
 from cape_bench.data.mp100 import AnnotationSet, load_annotation_set, load_descriptions, split_file
 from cape_bench.datasets import DatasetRef, cache_root, resolve_dataset
 from cape_bench.episodes import EpisodeManifest, build_manifest
+from cape_bench.feature_cache import MB, FeatureCache, describe
 from cape_bench.images import CropSource, check_images
 from cape_bench.metrics.pck import METRIC_VERSION
 from cape_bench.store import PROTOCOL_VERSION, RUN_FORMAT_VERSION, RunDir, write_frame, write_json
@@ -149,6 +158,22 @@ class Runner:
         self.console = console or Console()
         self.show_progress = show_progress
         self.messages: list[str] = []
+        self._features: FeatureCache | None = None
+
+    def feature_cache(self) -> FeatureCache | None:
+        """The per-instance feature cache (None when ``run.feature_cache_mb`` is 0: methods run uncached)."""
+        if self.cfg.run.feature_cache_mb <= 0:
+            return None
+        if self._features is None:
+            self._features = FeatureCache(int(self.cfg.run.feature_cache_mb * MB),
+                                          spill_dir=cache_root(self.cfg) / "feature-spill")
+        return self._features
+
+    def close(self) -> None:
+        """Free the feature cache and delete its spill folder."""
+        if self._features is not None:
+            self._features.close()
+            self._features = None
 
     def log(self, message: str) -> None:
         self.messages.append(message)
@@ -213,6 +238,12 @@ class Runner:
 
     # ------------------------------------------------------------------ the loop
     def execute(self) -> list[CellOutcome]:
+        try:
+            return self._execute()
+        finally:
+            self.close()
+
+    def _execute(self) -> list[CellOutcome]:
         from cape_bench.registry import create_method, resolve  # noqa: PLC0415
 
         cfg = self.cfg
@@ -294,40 +325,20 @@ class Runner:
         method.prepare(ctx)
         prepare_s = time.perf_counter() - t0
         self._announce(name, method.provenance())
-        timings = {"data_s": 0.0, "support_s": 0.0, "predict_s": 0.0}
-        preds: list[np.ndarray] = [None] * len(manifest)  # type: ignore[list-item]
-        episodes = list(manifest.episode_slices())
-        with self._progress(f"{name} · split {split} · {shots}-shot", len(episodes)) as advance:
-            for ep, sl in episodes:
-                t = time.perf_counter()
-                sup_ids = manifest.support_obj[sl.start]
-                q_ids = manifest.query_obj[sl]
-                sup_crops = crops.crops([ann.instances[i] for i in sup_ids]) if crops else None
-                q_crops = crops.crops([ann.instances[i] for i in q_ids]) if crops else None
-                support = ann.view(sup_ids, crops=sup_crops)
-                queries = ann.view(q_ids, with_ground_truth=info.reads_query_ground_truth, crops=q_crops)
-                t1 = time.perf_counter()
-                state = method.encode_support(support)
-                t2 = time.perf_counter()
-                out = np.asarray(method.predict(state, queries))
-                t3 = time.perf_counter()
-                timings["data_s"] += t1 - t
-                timings["support_s"] += t2 - t1
-                timings["predict_s"] += t3 - t2
-                k = support.category.num_keypoints
-                if out.shape != (len(q_ids), k, 2):
-                    raise MethodOutputError(
-                        f"episode {ep} ({support.category.name}): predict returned shape {out.shape}, "
-                        f"expected {(len(q_ids), k, 2)} (queries, keypoints, xy)"
-                    )
-                if not np.all(np.isfinite(out)):
-                    bad = int(queries.ann_ids[np.flatnonzero(~np.isfinite(out).all(axis=(1, 2)))[0]])
-                    raise MethodOutputError(
-                        f"episode {ep} ({support.category.name}): non-finite prediction for query annotation {bad}"
-                    )
-                for j, p in enumerate(range(sl.start, sl.stop)):
-                    preds[p] = out[j]
-                advance()
+        cache = self.feature_cache() if info.needs_images else None
+        label = f"{name} · split {split} · {shots}-shot"
+        if cache is not None and supports_instance_cache(method):
+            preds, timings, cache_record = self._episodes_cached(method, name, ann, manifest, crops, cache, split,
+                                                                 label)
+        else:
+            preds, timings = self._episodes_uncached(method, ann, manifest, crops, label)
+            if not info.needs_images:
+                reason = "the method reads no images"
+            elif cache is None:
+                reason = "feature cache off (run.feature_cache_mb = 0)"
+            else:
+                reason = "the method declares no per-instance stages"
+            cache_record = {"used": False, "reason": reason}
         frame = predictions_frame(ann, manifest, preds)
         write_frame(self.run.predictions(name, split, shots), frame)
         total = sum(timings.values())
@@ -347,14 +358,175 @@ class Runner:
             "provenance": method.provenance(),
             "timings": {"prepare_s": prepare_s, **timings, "pairs_per_s": len(manifest) / total if total else None},
             "crop_cache": {"hits": crops.hits, "misses": crops.misses} if crops else None,
+            "feature_cache": cache_record,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         write_json(self.run.cell(name, split, shots), record)
         if total:
-            self.log(f"{name} · split {split} · {shots}-shot: {len(manifest)} pairs in {total:.1f} s "
-                     f"({len(manifest) / total:,.0f} pairs/s; data {timings['data_s']:.1f} s, support "
+            instance = f"instance features {timings['instance_s']:.1f} s, " if "instance_s" in timings else ""
+            self.log(f"{label}: {len(manifest)} pairs in {total:.1f} s "
+                     f"({len(manifest) / total:,.1f} pairs/s; data {timings['data_s']:.1f} s, {instance}support "
                      f"{timings['support_s']:.1f} s, predict {timings['predict_s']:.1f} s; prepare {prepare_s:.1f} s)")
+        if cache_record.get("used"):
+            self.log(f"{label}: {describe(cache_record)}; limit {cache_record['limit_mb']:,.0f} MB; "
+                     f"{cache_record['instances_computed']} instance stages computed for {len(manifest)} pairs")
         return record
+
+    # ------------------------------------------------------------------ the two loops
+    @staticmethod
+    def _check_output(out: np.ndarray, expected: tuple, ep: int, category_name: str, ann_ids: np.ndarray) -> None:
+        if out.shape != expected:
+            raise MethodOutputError(
+                f"episode {ep} ({category_name}): predict returned shape {out.shape}, "
+                f"expected {expected} (queries, keypoints, xy)"
+            )
+        if not np.all(np.isfinite(out)):
+            bad = int(ann_ids[np.flatnonzero(~np.isfinite(out).all(axis=(1, 2)))[0]])
+            raise MethodOutputError(
+                f"episode {ep} ({category_name}): non-finite prediction for query annotation {bad}"
+            )
+
+    def _episodes_uncached(self, method, ann: AnnotationSet, manifest: EpisodeManifest, crops, label: str):
+        """Every episode on its own: ``encode_support`` + ``predict`` on freshly cut crops."""
+        info = method.info
+        timings = {"data_s": 0.0, "support_s": 0.0, "predict_s": 0.0}
+        preds: list[np.ndarray] = [None] * len(manifest)  # type: ignore[list-item]
+        episodes = list(manifest.episode_slices())
+        with self._progress(label, len(episodes)) as advance:
+            for ep, sl in episodes:
+                t = time.perf_counter()
+                sup_ids = manifest.support_obj[sl.start]
+                q_ids = manifest.query_obj[sl]
+                sup_crops = crops.crops([ann.instances[i] for i in sup_ids]) if crops else None
+                q_crops = crops.crops([ann.instances[i] for i in q_ids]) if crops else None
+                support = ann.view(sup_ids, crops=sup_crops)
+                queries = ann.view(q_ids, with_ground_truth=info.reads_query_ground_truth, crops=q_crops)
+                t1 = time.perf_counter()
+                state = method.encode_support(support)
+                t2 = time.perf_counter()
+                out = np.asarray(method.predict(state, queries))
+                t3 = time.perf_counter()
+                timings["data_s"] += t1 - t
+                timings["support_s"] += t2 - t1
+                timings["predict_s"] += t3 - t2
+                self._check_output(out, (len(q_ids), support.category.num_keypoints, 2), ep, support.category.name,
+                                   queries.ann_ids)
+                for j, p in enumerate(range(sl.start, sl.stop)):
+                    preds[p] = out[j]
+                advance()
+        return preds, timings
+
+    def _episodes_cached(self, method, name: str, ann: AnnotationSet, manifest: EpisodeManifest, crops,
+                         cache: FeatureCache, split: int, label: str):
+        """Per-instance stages once per distinct instance (cached), then episodes of a category in groups.
+
+        Cache keys are ``(label, method identity, split, stage, ann_id)``: entries of another split or of an
+        earlier model of this label are dropped first; those of this split survive into the next shots cell.
+        """
+        info = method.info
+        stages = dict(method.instance_stages())
+        identity = str(method.instance_cache_identity())
+        cache.discard_where(lambda k: k[0] == name and (k[1] != identity or k[2] != split))
+        cache.discard_where(lambda k: k[2] != split)  # one split at a time across methods too
+        before = cache.stats.as_dict()
+        batch = max(1, int(getattr(method, "batch_size", 0) or 32))  # instances per stage call, pairs per predict
+        timings = {"data_s": 0.0, "instance_s": 0.0, "support_s": 0.0, "predict_s": 0.0}
+        preds: list[np.ndarray] = [None] * len(manifest)  # type: ignore[list-item]
+        instances = ann.instances
+
+        def key(stage: str, obj: int) -> tuple:
+            return (name, identity, split, stage, int(instances[obj].ann_id))
+
+        computed = 0
+        episodes = list(manifest.episode_slices())
+        by_category = itertools.groupby(episodes, key=lambda e: int(manifest.category_id[e[1].start]))
+        with self._progress(label, len(episodes)) as advance:
+            for _, group in by_category:
+                group = list(group)
+                # 1. the category's per-instance stages, once per distinct instance, in batches
+                need: dict[str, set[int]] = {}
+                for role, stage in stages.items():
+                    ids = need.setdefault(stage, set())
+                    for _, sl in group:
+                        ids.update((manifest.support_obj[sl.start] if role == "support" else
+                                    manifest.query_obj[sl]).tolist())
+                for stage, ids in need.items():
+                    missing = [o for o in sorted(ids) if not cache.probe(key(stage, o))]
+                    for start in range(0, len(missing), batch):
+                        chunk = missing[start : start + batch]
+                        t = time.perf_counter()
+                        view = ann.view(chunk, with_ground_truth=False,
+                                        crops=crops.crops([instances[i] for i in chunk]))
+                        t1 = time.perf_counter()
+                        feats = method.instance_features(view, stage)
+                        arrays = {k: _to_numpy(v) for k, v in feats.items()}
+                        for k, a in arrays.items():
+                            if a.shape[:1] != (len(chunk),):
+                                raise MethodOutputError(f"instance_features({stage!r}) returned {k} of shape "
+                                                        f"{a.shape}, expected first dim {len(chunk)} (instances)")
+                        t2 = time.perf_counter()
+                        for j, o in enumerate(chunk):
+                            cache.put(key(stage, o), {k: a[j] for k, a in arrays.items()})
+                        computed += len(chunk)
+                        timings["data_s"] += t1 - t
+                        timings["instance_s"] += t2 - t1
+                # 2. episodes in groups of about `batch` queries: supports once per episode, queries together
+                blocks: list[list[tuple[int, slice]]] = [[]]
+                for ep, sl in group:
+                    if blocks[-1] and sum(b.stop - b.start for _, b in blocks[-1]) + (sl.stop - sl.start) > batch:
+                        blocks.append([])
+                    blocks[-1].append((ep, sl))
+                for block in blocks:
+                    states = []
+                    for _ep, sl in block:
+                        t = time.perf_counter()
+                        sup_ids = manifest.support_obj[sl.start]
+                        support = ann.view(sup_ids)
+                        s_feats = (cache.get_many([key(stages["support"], o) for o in sup_ids])
+                                   if "support" in stages else {})
+                        t1 = time.perf_counter()
+                        states.append(method.encode_support_cached(support, s_feats))
+                        timings["data_s"] += t1 - t
+                        timings["support_s"] += time.perf_counter() - t1
+                    t = time.perf_counter()
+                    q_ids = np.concatenate([manifest.query_obj[sl] for _, sl in block])
+                    owner = np.concatenate([np.full(sl.stop - sl.start, j, np.int64)
+                                            for j, (_, sl) in enumerate(block)])
+                    queries = ann.view(q_ids, with_ground_truth=info.reads_query_ground_truth)
+                    q_feats = cache.get_many([key(stages["query"], o) for o in q_ids]) if "query" in stages else {}
+                    t1 = time.perf_counter()
+                    out = np.asarray(method.predict_cached(states, queries, q_feats, owner))
+                    t2 = time.perf_counter()
+                    timings["data_s"] += t1 - t
+                    timings["predict_s"] += t2 - t1
+                    k = queries.category.num_keypoints
+                    if out.shape != (len(q_ids), k, 2):
+                        self._check_output(out, (len(q_ids), k, 2), block[0][0], queries.category.name, queries.ann_ids)
+                    for j, (ep, sl) in enumerate(block):
+                        rows = owner == j
+                        self._check_output(out[rows], (sl.stop - sl.start, k, 2), ep, queries.category.name,
+                                           queries.ann_ids[rows])
+                        for r, p in zip(out[rows], range(sl.start, sl.stop), strict=True):
+                            preds[p] = r
+                        advance()
+        after = cache.stats.as_dict()
+        delta = {c: after[c] - before[c] for c in ("hits_memory", "hits_disk", "misses", "puts", "spills", "evictions",
+                                                     "bytes_read_disk", "bytes_written_disk")}
+        lookups = delta["hits_memory"] + delta["hits_disk"] + delta["misses"]
+        record = {
+            "used": True,
+            "stages": stages,
+            "limit_mb": cache.max_bytes / MB,
+            "instances_computed": computed,
+            **delta,
+            "hit_rate": (delta["hits_memory"] + delta["hits_disk"]) / lookups if lookups else None,
+            "memory_bytes": after["memory_bytes"], "memory_entries": after["memory_entries"],
+            "peak_memory_bytes": after["peak_memory_bytes"],
+            "disk_bytes": after["disk_bytes"], "disk_entries": after["disk_entries"],
+            "peak_disk_bytes": after["peak_disk_bytes"],
+            "spill_dir": str(cache.spill_path) if cache.spill_path else None,
+        }
+        return preds, timings, record
 
     def _announce(self, name: str, provenance: dict) -> None:
         """Say what weights a method runs with; random-init weights are said loudly."""
@@ -390,3 +562,13 @@ class Runner:
                 yield lambda: progress.advance(task)
 
         return bar()
+
+
+def _to_numpy(value) -> np.ndarray:
+    """A method's per-instance array (numpy or torch, any device) as a numpy array."""
+    if isinstance(value, np.ndarray):
+        return value
+    detach = getattr(value, "detach", None)
+    if detach is not None:  # torch.Tensor, without importing torch here
+        return detach().cpu().numpy()
+    return np.asarray(value)

@@ -35,7 +35,9 @@ Options (``[methods.<label>.options]``):
 
 Deliberate deviations: the released module's per-forward diagnostics are not reproduced (see ``capenext.fuse``);
 the query-image embedding of a test instance is computed once per prepared split and reused (test crops are
-deterministic), not once per episode.
+deterministic), not once per episode. With the harness's instance cache the query role's stage ``"image"`` holds
+both the backbone features and ``e_img`` of each distinct instance; class text, fusion and head run per pair,
+several episodes of one category per forward.
 """
 
 from __future__ import annotations
@@ -310,11 +312,14 @@ class CapeNext(TextMethod):
     # ------------------------------------------------------------------ inference
     def class_names(self, state: TextSupportState, queries: InstanceView) -> list[str]:
         """The category name each query's class prompt is built from (the probe swaps it)."""
+        return self._class_names_for(state, queries.ann_ids)
+
+    def _class_names_for(self, state: TextSupportState, query_ann_ids) -> list[str]:
         name = state.category.name
         if not self.wrong_class:
-            return [name] * len(queries)
+            return [name] * len(query_ann_ids)
         first_support = int(state.support_ann_ids[0])
-        return [wrong_class_name(name, self._pool, self._run_seed, int(a), first_support) for a in queries.ann_ids]
+        return [wrong_class_name(name, self._pool, self._run_seed, int(a), first_support) for a in query_ann_ids]
 
     def query_image_tokens(self, crops: torch.Tensor, queries: InstanceView) -> torch.Tensor | None:
         """``e_img`` float32[Q, D], computed once per test instance of the prepared split."""
@@ -353,6 +358,33 @@ class CapeNext(TextMethod):
         feats = self.model.features(crops)
         refined = self.model.head.additional_module(tokens["e_img"], tokens["e_joint"], tokens["e_cls"])
         return self.keypoint_head.predict(feats, refined, state.mask.expand(q, -1), skeleton=state.skeleton)
+
+    # ------------------------------------------------------------------ per-instance stages
+    def stage_features(self, stage: str, crops: torch.Tensor, view: InstanceView) -> dict[str, torch.Tensor]:
+        """Query backbone features and, with the image branch, ``e_img`` (the frozen image tower)."""
+        out = {"feat": self.model.features(crops)}
+        if self.use_query_image:
+            out["e_img"] = self.model.image_embeddings(crops)
+        return out
+
+    def predict_normalized_cached(self, states: list[TextSupportState], feats: dict[str, torch.Tensor],
+                                  queries: InstanceView, episode: torch.Tensor) -> torch.Tensor:
+        """Queries of several episodes in one forward; each query with its episode's ``e_joint``, mask and class
+        name (the wrong-class probe draws per (query, first support), as in :meth:`class_names`)."""
+        owner = episode.cpu().numpy()
+        e_joint = torch.cat([s.e_joint for s in states])[episode]
+        mask = torch.cat([s.mask for s in states])[episode]
+        e_cls = None
+        if self.use_category_text:
+            names = [""] * len(queries)
+            for e in np.unique(owner):
+                rows = np.flatnonzero(owner == e)
+                for r, n in zip(rows, self._class_names_for(states[e], queries.ann_ids[rows]), strict=True):
+                    names[r] = n
+            self.last_class_prompts = [category_prompt(n) for n in names]
+            e_cls = self.model.class_embeddings(names).to(e_joint.device)
+        refined = self.model.head.additional_module(feats.get("e_img"), e_joint, e_cls)
+        return self.keypoint_head.predict(feats["feat"], refined, mask, skeleton=states[0].skeleton)
 
     def provenance(self) -> dict[str, Any]:
         out = super().provenance()

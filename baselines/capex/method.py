@@ -306,6 +306,17 @@ class TextMethod(TorchMethod):
                                 skeleton=np.asarray(support.category.skeleton, dtype=np.int64).reshape(-1, 2),
                                 support_ann_ids=np.asarray(support.ann_ids))
 
+    # ------------------------------------------------------------------ per-instance stages
+    def instance_stages(self) -> dict[str, str]:
+        """Only the query image is read (support pixels never are): one stage, ``"image"``, for the query role."""
+        return {"query": "image"}
+
+    def stage_features(self, stage: str, crops: torch.Tensor, view: InstanceView) -> dict[str, torch.Tensor]:
+        return {"feat": self.model.features(crops)}
+
+    def support_state_cached(self, feats, kpts_norm, visible, support: InstanceView) -> TextSupportState:
+        return self.support_state(None, kpts_norm, visible, support)
+
     def provenance(self) -> dict[str, Any]:
         out = super().provenance()
         info = getattr(self, "backbone_info", None)
@@ -341,3 +352,10 @@ class CapeX(TextMethod):
         feats = self.model.features(crops)
         return self.keypoint_head.predict_from_text(feats, state.e_joint.expand(q, -1, -1),
                                                     state.mask.expand(q, -1), skeleton=state.skeleton)
+
+    def predict_normalized_cached(self, states: list[TextSupportState], feats: dict[str, torch.Tensor],
+                                  queries: InstanceView, episode: torch.Tensor) -> torch.Tensor:
+        """Queries of several episodes in one forward: each query with its episode's ``e_joint`` and mask."""
+        e_joint = torch.cat([s.e_joint for s in states])[episode]
+        mask = torch.cat([s.mask for s in states])[episode]
+        return self.keypoint_head.predict_from_text(feats["feat"], e_joint, mask, skeleton=states[0].skeleton)

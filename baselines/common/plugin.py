@@ -4,6 +4,12 @@
 training with a preset), ``encode_support`` and ``predict`` (batched queries, crop → image
 pixels) once; a method subclasses it with its model builder, its presets and how its model
 turns support crops into a state.
+
+It also implements the per-instance cache contract (:class:`cape_bench.api.InstanceCachedMethod`): a subclass
+that declares its per-instance stages (:meth:`TorchMethod.instance_stages`, :meth:`TorchMethod.stage_features`)
+and the pair-dependent rest (:meth:`TorchMethod.support_state_cached`,
+:meth:`TorchMethod.predict_normalized_cached`) gets ``instance_features``, ``encode_support_cached`` and
+``predict_cached`` (normalisation, keypoint frames, batching) from here.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ class TorchMethod:
         self.log = print
         self._provenance: dict[str, Any] = {}
         self._prepared_key: tuple | None = None
+        self._model_version = 0
         # the crop size depends on the preset: the harness reads it from ``info`` to cut crops
         self.info = MethodInfo(**{**self.info.__dict__, "input_size": self.preset.input_size})
 
@@ -80,6 +87,26 @@ class TorchMethod:
     def training_identity(self) -> dict[str, Any]:
         """Extra facts that make a trained model different (e.g. the text encoder that really ran)."""
         return {}
+
+    # ------------------------------------------------------------------ to implement for the instance cache
+    def instance_stages(self) -> dict[str, str]:
+        """Role (``"support"``, ``"query"``) → per-instance stage name; empty: the method runs uncached."""
+        return {}
+
+    def stage_features(self, stage: str, crops: torch.Tensor, view: InstanceView) -> dict[str, torch.Tensor]:
+        """Per-instance tensors (first dim N) of ``stage`` for N normalised crops float32[N, 3, H, W]."""
+        raise NotImplementedError
+
+    def support_state_cached(self, feats: dict[str, torch.Tensor], kpts_norm: torch.Tensor, visible: torch.Tensor,
+                             support: InstanceView) -> Any:
+        """:meth:`support_state` from the support role's cached stage tensors (stacked over the S shots)."""
+        raise NotImplementedError
+
+    def predict_normalized_cached(self, states: list[Any], feats: dict[str, torch.Tensor], queries: InstanceView,
+                                  episode: torch.Tensor) -> torch.Tensor:
+        """float32[Q, K, 2] normalised crop coords; query ``q`` uses ``states[episode[q]]``, ``feats`` are the query
+        role's cached stage tensors stacked over the Q queries."""
+        raise NotImplementedError
 
     def load_official_checkpoint(self, path: Path) -> dict:
         """Load an officially released checkpoint; methods with a converter override this."""
@@ -108,6 +135,7 @@ class TorchMethod:
             self._provenance = self._train_or_reuse(ctx)
         self.model.to(self.device).eval()
         self._prepared_key = key
+        self._model_version += 1  # cached per-instance features of an earlier model are stale now
 
     def _train_or_reuse(self, ctx: RunContext) -> dict:
         train_file = split_file(ctx.ann_dir, ctx.split, "train")
@@ -163,6 +191,48 @@ class TorchMethod:
             crops = torch.from_numpy(normalize_crops(part.crops)).to(self.device)
             out.append(self.predict_normalized(state, crops, part).float().cpu().numpy())
         norm = np.concatenate(out)
+        return crop_to_image(norm * size, queries.center_px, queries.scale, (size, size)).astype(np.float32)
+
+    # ------------------------------------------------------------------ instance-cache contract
+    def instance_cache_identity(self) -> str:
+        """Changes with every model ``prepare`` builds or loads (features of another model are never reused)."""
+        return f"{self.info.name}-{id(self):x}-model{self._model_version}"
+
+    @torch.inference_mode()
+    def instance_features(self, view: InstanceView, stage: str) -> dict[str, torch.Tensor]:
+        if stage not in set(self.instance_stages().values()):
+            raise ValueError(f"{self.info.name}: unknown per-instance stage {stage!r}")
+        crops = torch.from_numpy(normalize_crops(view.crops)).to(self.device)
+        return self.stage_features(stage, crops, view)
+
+    def _tensors(self, feats: dict[str, np.ndarray], rows: slice | None = None) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(np.ascontiguousarray(v if rows is None else v[rows])).to(self.device)
+                for k, v in feats.items()}
+
+    @torch.inference_mode()
+    def encode_support_cached(self, support: InstanceView, feats: dict[str, np.ndarray]) -> Any:
+        size = self.preset.input_size
+        kpts = image_to_crop(support.keypoints_px, support.center_px, support.scale, (size, size)) / size
+        vis = support.visible.astype(np.float32)
+        return self.support_state_cached(self._tensors(feats),
+                                         torch.from_numpy(kpts.astype(np.float32)).to(self.device),
+                                         torch.from_numpy(vis).to(self.device), support)
+
+    @torch.inference_mode()
+    def predict_cached(self, states: list[Any], queries: InstanceView, feats: dict[str, np.ndarray],
+                       episode: np.ndarray) -> np.ndarray:
+        size = self.preset.input_size
+        episode = np.asarray(episode, dtype=np.int64)
+        if episode.shape != (len(queries),) or (len(episode) and not 0 <= episode.min() <= episode.max() < len(states)):
+            raise ValueError(f"{self.info.name}: episode must index states for each of the {len(queries)} queries")
+        out = []
+        for start in range(0, len(queries), self.batch_size):
+            rows = slice(start, start + self.batch_size)
+            part = queries.take(rows)
+            pred = self.predict_normalized_cached(states, self._tensors(feats, rows), part,
+                                                  torch.from_numpy(episode[rows]).to(self.device))
+            out.append(pred.float().cpu().numpy())
+        norm = np.concatenate(out) if out else np.zeros((0, queries.category.num_keypoints, 2), np.float32)
         return crop_to_image(norm * size, queries.center_px, queries.scale, (size, size)).astype(np.float32)
 
     def provenance(self) -> dict[str, Any]:

@@ -64,8 +64,10 @@ class GraphCape(LineageImageMethod):
     head_class = GraphCapeHead
     config_class = GraphCapeConfig
     uses_skeleton = True
-    # pad_to = 100 (inherited): the official max_kpt_num slots; padded slots are masked everywhere (self-attention
-    # keys, GCN rows/columns, losses), and an out-of-range skeleton index lands in a masked slot as officially.
+    # the official max_kpt_num slots; padded slots are masked everywhere (self-attention keys, GCN rows/columns,
+    # losses), and an out-of-range skeleton index (MP-100 ships some 1-based edges) lands in a masked slot as
+    # officially instead of failing
+    pad_to = 100
 
     _seed = 1
     _log: Any = print

@@ -27,6 +27,12 @@ in the provenance:
 * deconvolution width 64 instead of 256 (option ``deconv_width``): the per-keypoint relation/deconv branch is
   ~90 % of the training cost (≈0.37 GMAC per keypoint and image at 128 px with width 256, ≈0.045 with 64); at the
   official width a quick-preset step takes ~8x longer.
+
+Instance cache (harness, :class:`cape_bench.api.InstanceCachedMethod`): the encoders run once per distinct
+instance of a split — stage ``"image"`` for the shared encoder, ``"support_image"`` / ``"query_image"`` for the
+official two (each instance is encoded only by the encoder(s) of the roles it plays); support tokens are pooled
+once per episode, and the head runs on the queries of several episodes at once, on the category's K real keypoint
+slots only (:meth:`POMNet.predict_normalized_cached`, same slots as :func:`pomnet_predict` without ``pad_to``).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.common.backbones import build_backbone
+from baselines.common.heatmaps import keypoints_from_heatmaps_crop
 from baselines.common.convert import load_official_pomnet
 from baselines.common.plugin import TorchMethod
 from baselines.common.support_tokens import msra_support_targets
@@ -202,8 +209,10 @@ class POMNet(TorchMethod):
         Mirrors the official test pipeline (``TopDownGenerateTargetFewShot``, then ``mask_s`` = product of the
         shots' target weights).
         """
+        return self._support_from_features(self.model.support_features(crops), kpts_norm, visible)
+
+    def _support_from_features(self, feats, kpts_norm, visible):
         size = self.preset.input_size
-        feats = self.model.support_features(crops)
         heatmaps, weights = msra_support_targets(kpts_norm * size, visible, int(self.sigma), size, size // 4)
         return feats, heatmaps, weights.prod(dim=0)
 
@@ -214,6 +223,40 @@ class POMNet(TorchMethod):
         pred = pomnet_predict(self.model.head, self.model.query_features(crops), feats_s, heatmaps_s, mask,
                               input_size=size)
         return torch.from_numpy(pred.keypoints_crop) / size
+
+    # ------------------------------------------------------------------ per-instance stages
+    def instance_stages(self) -> dict[str, str]:
+        if self.shared_backbone:
+            return {"support": "image", "query": "image"}
+        return {"support": "support_image", "query": "query_image"}
+
+    def stage_features(self, stage: str, crops: torch.Tensor, view: InstanceView) -> dict[str, torch.Tensor]:
+        """``encoder_query`` (stages ``image`` and ``query_image``) or ``encoder_sample`` (``support_image``)."""
+        if stage == "support_image":
+            return {"feat": self.model.support_features(crops)}
+        return {"feat": self.model.query_features(crops)}
+
+    def support_state_cached(self, feats, kpts_norm, visible, support):
+        """(tokens float32[1, K, C], mask float32[1, K, 1]): :func:`pomnet_predict`'s support tokens of the K real
+        keypoint slots, pooled once per episode."""
+        feats_s, heatmaps_s, mask = self._support_from_features(feats["feat"], kpts_norm, visible)
+        shots, k = heatmaps_s.shape[:2]
+        mask = mask.reshape(1, k, 1).to(feats_s.dtype)
+        tokens = self.model.head.support_tokens([feats_s[s : s + 1] for s in range(shots)],
+                                                [heatmaps_s[s : s + 1] for s in range(shots)], mask)
+        return tokens, mask
+
+    def predict_normalized_cached(self, states, feats, queries, episode):
+        """Several episodes' queries in one head forward, on the K real keypoints only (no padded slot)."""
+        size = self.preset.input_size
+        k = queries.category.num_keypoints
+        tokens = torch.cat([s[0] for s in states])[episode]
+        mask = torch.cat([s[1] for s in states])[episode]
+        if tokens.shape[1] != k:
+            raise ValueError(f"pomnet: support state has {tokens.shape[1]} keypoint slots, the category {k}")
+        heatmaps = self.model.head.forward_tokens(feats["feat"], tokens, mask).heatmaps
+        peaks = keypoints_from_heatmaps_crop(heatmaps.float().cpu().numpy(), size)
+        return torch.from_numpy(peaks.coords) / size
 
     def load_official_checkpoint(self, path: Path) -> dict:
         """An official POMNet checkpoint (``encoder_query.*``, ``encoder_sample.*``, ``keypoint_head.*``)."""
