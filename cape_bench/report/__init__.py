@@ -39,6 +39,7 @@ SECTIONS = (
     ("keypoints", "Per keypoint", "keypoints"),
     ("error-analysis", "Error analysis", "error_analysis"),
     ("qualitative", "Qualitative", "qualitative"),
+    ("speed", "Speed", "speed"),
 )
 
 
