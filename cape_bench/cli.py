@@ -10,6 +10,7 @@ EPILOG = """examples:
   cape-bench run                                    # CAPE-Synth (generated on first use), methods of bench.toml
   cape-bench run --methods support-copy,oracle --shots 1 --splits 1
   cape-bench run --dataset mp100 --ann-dir ../shared/mp100/annotations --methods support-copy,oracle
+  cape-bench train --method capeformer --split 1   # train (or find trained) the model run would use
   cape-bench score runs/NAME                        # recompute every score from stored predictions
   cape-bench episodes --ann mp100_split1_test.json --shots 1
   cape-bench data check --ann mp100_split1_test.json
@@ -67,6 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="run directory name (default: a timestamp); an existing run resumes")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
+
+    tr = sub.add_parser("train", help="train a method's model for a split (cached; `run` then reuses it)")
+    tr.add_argument("--config", type=Path, help="config file (default: ./bench.toml if present)")
+    tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one config value, e.g. --set methods.capex.train.iterations=2000 (repeatable)")
+    tr.add_argument("--method", "--methods", dest="methods", type=_csv_list, required=True,
+                    help="method name(s), comma-separated (a variant section of bench.toml counts)")
+    tr.add_argument("--split", "--splits", dest="splits", type=_int_range_list, default=[1], help="e.g. 1 or 1-5")
+    tr.add_argument("--preset", help="training preset (quick | official; default: bench.toml or the method's)")
+    tr.add_argument("--backbone", help="backbone name (default: the preset's)")
+    tr.add_argument("--iterations", type=int, help="override the preset's number of iterations")
+    tr.add_argument("--dataset", choices=["cape-synth", "mp100"], help="dataset (default: cape-synth)")
+    tr.add_argument("--ann-dir", help="folder with mp100_split{k}_{train,val,test}.json")
+    tr.add_argument("--images", help="image root the annotation file names are relative to")
+    tr.add_argument("--descriptions", help="keypoint descriptions file (text methods train on these)")
+    tr.add_argument("--text-variant", choices=["regular", "synonyms", "translated", "typo"])
+    tr.add_argument("--device", choices=["cpu", "cuda"])
+    tr.set_defaults(func=cmd_train)
 
     score = sub.add_parser("score", help="recompute all scores of a run directory from its stored predictions")
     score.add_argument("run_dir", type=Path)
@@ -130,31 +149,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _dataset_overrides(args, put) -> None:
+    """``--set`` entries for the dataset / device flags ``run`` and ``train`` share."""
+    if getattr(args, "dataset", None):
+        put("dataset.name", args.dataset)
+    for flag, key in (("ann_dir", "dataset.ann_dir"), ("images", "dataset.image_root"),
+                      ("descriptions", "dataset.descriptions"), ("text_variant", "dataset.text_variant"),
+                      ("subset", "dataset.subset"), ("device", "run.device"), ("out_dir", "run.out_dir"),
+                      ("name", "run.name")):
+        value = getattr(args, flag, None)
+        if value:
+            put(key, str(Path(value).resolve()) if flag in ("ann_dir", "images", "descriptions") else value)
+    if getattr(args, "ann_dir", None) and not getattr(args, "dataset", None):
+        put("dataset.name", "mp100")
+
+
+def _putter(overrides: list[str]):
+    def put(key: str, value) -> None:
+        import json  # noqa: PLC0415
+
+        overrides.append(f"{key}={json.dumps(value)}")
+
+    return put
+
+
+def cmd_train(args) -> int:
+    from rich.console import Console  # noqa: PLC0415
+
+    from cape_bench.config import find_config, load_config  # noqa: PLC0415
+    from cape_bench.runner import train_methods  # noqa: PLC0415
+
+    overrides = list(args.overrides)
+    put = _putter(overrides)
+    _dataset_overrides(args, put)
+    for name in args.methods:
+        if args.preset:
+            put(f"methods.{name}.preset", args.preset)
+        if args.backbone:
+            put(f"methods.{name}.backbone", args.backbone)
+        if args.iterations:
+            put(f"methods.{name}.train.iterations", args.iterations)
+    cfg = load_config(args.config or find_config(), overrides)
+    console = Console(soft_wrap=True)
+    for split in args.splits:
+        for rec in train_methods(cfg, args.methods, split, log=console.print):
+            loss = rec.get("final_loss") or {}
+            total = sum(v for k, v in loss.items() if "loss" in k)
+            secs = rec.get("train_seconds")
+            console.print(f"{rec['method']} split {split}: {rec.get('trained', '')}"
+                          + (f", {secs:.0f} s" if secs else "") + (f", final loss {total:.4f}" if loss else "")
+                          + f"\n  checkpoint: {rec.get('checkpoint')}")
+    return 0
+
+
 def cmd_run(args) -> int:
     from rich.console import Console  # noqa: PLC0415
 
     from cape_bench.config import find_config, load_config  # noqa: PLC0415
 
     overrides = list(args.overrides)
-
-    def put(key: str, value) -> None:
-        import json  # noqa: PLC0415
-
-        overrides.append(f"{key}={json.dumps(value)}")
-
+    put = _putter(overrides)
     if args.methods:
         put("run.methods", args.methods)
-    if args.dataset:
-        put("dataset.name", args.dataset)
-    for flag, key in (("ann_dir", "dataset.ann_dir"), ("images", "dataset.image_root"),
-                      ("descriptions", "dataset.descriptions"), ("text_variant", "dataset.text_variant"),
-                      ("subset", "dataset.subset"), ("device", "run.device"), ("out_dir", "run.out_dir"),
-                      ("name", "run.name")):
-        value = getattr(args, flag)
-        if value:
-            put(key, str(Path(value).resolve()) if flag in ("ann_dir", "images", "descriptions") else value)
-    if args.ann_dir and not args.dataset:
-        put("dataset.name", "mp100")
+    _dataset_overrides(args, put)
     if args.categories:
         put("dataset.categories", args.categories)
     if args.splits:

@@ -88,6 +88,7 @@ class MethodSection:
     backbone: str = ""  # empty → the method's default
     text_encoder: str = ""  # text-based methods; empty → the method's default
     batch_size: int = 0  # queries per forward; 0 → the method's default
+    train: dict[str, Any] = field(default_factory=dict)  # preset overrides, e.g. {iterations = 2000}
     options: dict[str, Any] = field(default_factory=dict)  # method-specific extras
 
 

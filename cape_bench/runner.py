@@ -27,7 +27,7 @@ import numpy as np
 
 from cape_bench import __version__
 from cape_bench.api import RunContext, supports_instance_cache
-from cape_bench.config import BenchConfig
+from cape_bench.config import BenchConfig, ConfigError
 from cape_bench.data.mp100 import AnnotationSet, load_annotation_set, load_descriptions, split_file
 from cape_bench.datasets import DatasetRef, cache_root, resolve_dataset
 from cape_bench.episodes import EpisodeManifest, build_manifest
@@ -244,7 +244,7 @@ class Runner:
             self.close()
 
     def _execute(self) -> list[CellOutcome]:
-        from cape_bench.registry import create_method, resolve  # noqa: PLC0415
+        from cape_bench.registry import resolve  # noqa: PLC0415
 
         cfg = self.cfg
         for name in cfg.run.methods:  # fail fast on a typo, before any work
@@ -278,7 +278,7 @@ class Runner:
                         continue
                     try:
                         if name not in methods:
-                            methods[name] = self._create(create_method, name)
+                            methods[name] = create_configured_method(self.cfg, name)
                         record = self._run_cell(methods[name], name, ds, ann, manifest, split, shots)
                         outcomes.append(CellOutcome(name, split, shots, "done", record=record))
                     except Exception as err:  # noqa: BLE001 — one failing cell must not lose the others
@@ -290,32 +290,9 @@ class Runner:
                     write_json(self.run.run_json, envelope)
         return outcomes
 
-    def _create(self, create_method, name: str):
-        section = self.cfg.method(name)
-        options = dict(section.options)
-        for key in ("checkpoint", "backbone", "text_encoder", "batch_size", "preset"):
-            value = getattr(section, key)
-            if value:
-                options[key] = value
-        return create_method(section.method or name, **options)
-
     def _run_cell(self, method, name: str, ds: DatasetRef, ann: AnnotationSet, manifest: EpisodeManifest, split, shots):
         info = method.info
-        ctx = RunContext(
-            dataset=ds.name,
-            split=split,
-            shots=shots,
-            ann_dir=str(ds.ann_dir),
-            image_root=str(ds.image_root) if ds.image_root else None,
-            cache_dir=str(cache_root(self.cfg)),
-            options=dict(self.cfg.method(name).options),
-            device=self.cfg.run.device,
-            seed=self.cfg.run.seed,
-            log=self.log,
-            descriptions=str(ds.descriptions) if ds.descriptions else None,
-            text_variant=self.cfg.dataset.text_variant,
-            subset=self.cfg.dataset.subset,
-        )
+        ctx = make_context(self.cfg, name, ds, split, shots, self.log)
         crops = None
         if info.needs_images:
             files = [ann.instances[i].image_file for i in np.unique(np.r_[manifest.query_obj, manifest.support_obj.ravel()])]
@@ -572,3 +549,60 @@ def _to_numpy(value) -> np.ndarray:
     if detach is not None:  # torch.Tensor, without importing torch here
         return detach().cpu().numpy()
     return np.asarray(value)
+
+
+def create_configured_method(cfg: BenchConfig, name: str):
+    """The method ``[methods.<name>]`` describes (a registered method or a variant of one)."""
+    from cape_bench.registry import create_method  # noqa: PLC0415
+
+    section = cfg.method(name)
+    options = dict(section.options)
+    for key in ("checkpoint", "backbone", "text_encoder", "batch_size", "preset", "train"):
+        value = getattr(section, key)
+        if value:
+            options[key] = value
+    return create_method(section.method or name, **options)
+
+
+def make_context(cfg: BenchConfig, name: str, ds: DatasetRef, split: int, shots: int, log) -> RunContext:
+    """What method ``name`` may use to get ready for one (split, shots) cell."""
+    return RunContext(
+        dataset=ds.name,
+        split=split,
+        shots=shots,
+        ann_dir=str(ds.ann_dir),
+        image_root=str(ds.image_root) if ds.image_root else None,
+        cache_dir=str(cache_root(cfg)),
+        options=dict(cfg.method(name).options),
+        device=cfg.run.device,
+        seed=cfg.run.seed,
+        log=log,
+        descriptions=str(ds.descriptions) if ds.descriptions else None,
+        text_variant=cfg.dataset.text_variant,
+        subset=cfg.dataset.subset,
+    )
+
+
+def train_methods(cfg: BenchConfig, names: list[str], split: int, log=print) -> list[dict]:
+    """Train (or find already trained) each method for ``split`` exactly as ``run`` would before evaluating.
+
+    Returns each method's provenance (checkpoint path, training time, final loss).
+    """
+    from cape_bench.registry import resolve  # noqa: PLC0415
+
+    for name in names:
+        resolve(cfg.method(name).method or name)
+    ds = resolve_dataset(cfg, log)
+    out = []
+    for name in names:
+        if cfg.method(name).checkpoint:
+            raise ConfigError(f"methods.{name}.checkpoint is set: the method would load it, not train")
+        try:
+            method = create_configured_method(cfg, name)
+        except ValueError as err:  # an unknown preset, a bad preset override
+            raise ConfigError(str(err)) from err
+        if not getattr(method, "trainable", False):
+            raise ConfigError(f"method {name!r} has nothing to train (it has no learned weights)")
+        method.prepare(make_context(cfg, name, ds, split, 1, log))
+        out.append({"method": name, "split": split, **method.provenance()})
+    return out

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ class TorchMethod:
     Args:
         checkpoint: a trained checkpoint (ours: ``model.safetensors``; official: ``*.pth``).
         preset: training preset name when no checkpoint is given.
+        train: overrides of the preset's fields (``[methods.<name>.train]``, e.g. ``{iterations = 2000}``).
         backbone: backbone name (see ``baselines.common.backbones.available_backbones()``).
         batch_size: queries per forward pass.
         **options: method-specific options (``[methods.<name>.options]``).
@@ -49,13 +52,15 @@ class TorchMethod:
     presets: dict[str, Preset]
     sigma: float = 2.0
     train_shots: int = 1
+    trainable = True  # ``cape-bench train`` can train it
     pad_to: int | None = None  # keypoint slots in training batches (the lineage heads use the official 100)
 
     def __init__(self, checkpoint: str = "", preset: str = "quick", backbone: str = "", batch_size: int = 0,
-                 **options: Any) -> None:
+                 train: Mapping[str, Any] | None = None, **options: Any) -> None:
         if preset not in self.presets:
             raise ValueError(f"{self.info.name}: unknown preset {preset!r}; choose from {', '.join(self.presets)}")
-        self.preset = self.presets[preset]
+        self.preset = self.presets[preset].with_overrides(train or {}, where=f"methods.{self.info.name}.train")
+        self.preset_overrides = dict(train or {})
         self.checkpoint = checkpoint
         self.backbone_name = backbone or self.preset.backbone
         self.batch_size = batch_size or 32
@@ -115,7 +120,8 @@ class TorchMethod:
 
     # ------------------------------------------------------------------ contract
     def prepare(self, ctx: RunContext) -> None:
-        key = (ctx.split, ctx.dataset, ctx.ann_dir)
+        # a checkpoint path with "{shots}" names one model per shot count; a trained model serves both
+        key = (ctx.split, ctx.dataset, ctx.ann_dir, ctx.shots if "{shots}" in self.checkpoint else None)
         if self._prepared_key == key:
             return
         self.device = ctx.device
@@ -144,7 +150,7 @@ class TorchMethod:
         texts = load_descriptions(ctx.descriptions, ctx.text_variant) if ctx.descriptions else None
         ann = load_annotation_set(train_file, descriptions=texts)
         ident = {
-            "method": self.info.name, "preset": self.preset.name, "backbone": self.backbone_name,
+            "method": self.info.name, "preset": asdict(self.preset), "backbone": self.backbone_name,
             "train_file_sha256": ann.sha256, "train_shots": self.train_shots, "seed": ctx.seed,
             "options": self.options, "code": TRAINING_CODE_VERSION, **self.training_identity(),
         }
@@ -155,7 +161,8 @@ class TorchMethod:
         out_dir = Path(ctx.cache_dir) / "models" / self.info.name / f"split{ctx.split}-{self.preset.name}-{digest}"
         reused = (out_dir / "model.safetensors").exists()
         if not reused:
-            ctx.log(f"{self.info.name}: training split {ctx.split} with preset '{self.preset.name}' "
+            changed = "".join(f", {k}={v}" for k, v in self.preset_overrides.items())
+            ctx.log(f"{self.info.name}: training split {ctx.split} with preset '{self.preset.name}'{changed} "
                     f"({self.preset.iterations} iterations, batch {self.preset.batch_size}) → {out_dir}")
         stream = EpisodeStream(ann, ctx.image_root, self.train_shots, self.preset, self.sigma, ctx.seed,
                                pad_to=self.pad_to)
@@ -168,7 +175,8 @@ class TorchMethod:
             ctx.log(f"{self.info.name}: reusing the model trained earlier: {out_dir}")
         return {
             "checkpoint": str(result.checkpoint),
-            "trained": f"here with preset '{self.preset.name}' ({self.preset.iterations} iterations)",
+            "trained": f"here with preset '{self.preset.name}' ({self.preset.iterations} iterations"
+                       + "".join(f", {k}={v}" for k, v in self.preset_overrides.items()) + ")",
             "train_seconds": result.meta.get("train_seconds_this_session"),
             "final_loss": result.meta.get("final_loss"),
         }

@@ -16,7 +16,8 @@ import math
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,41 @@ class Preset:
         """An iteration-sized copy: epochs and epoch milestones × ``steps_per_epoch`` (official schedules)."""
         if not self.epochs:
             return self
-        from dataclasses import replace  # noqa: PLC0415
-
         return replace(self, iterations=self.epochs * steps_per_epoch, epochs=0,
                        milestones=tuple(m * steps_per_epoch for m in self.milestones))
+
+    def with_overrides(self, overrides: Mapping[str, Any], where: str = "train") -> Preset:
+        """A copy with some fields replaced (``[methods.<name>.train]``), each checked against its type.
+
+        The name stays: the trained-model cache keys on every field, not on the name alone.
+        """
+        if not overrides:
+            return self
+        kinds = {f.name: f.type for f in fields(self)}
+        changes: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if key == "name" or key not in kinds:
+                allowed = ", ".join(sorted(k for k in kinds if k != "name"))
+                raise ValueError(f"{where}.{key}: not a preset field; allowed: {allowed}")
+            kind = kinds[key]
+            if "tuple" in kind:
+                if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) for v in value):
+                    raise ValueError(f"{where}.{key}: expected a list of integers, got {value!r}")
+                value = tuple(value)
+            elif kind == "bool":
+                if not isinstance(value, bool):
+                    raise ValueError(f"{where}.{key}: expected true or false, got {value!r}")
+            elif kind.startswith("int"):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"{where}.{key}: expected an integer, got {value!r}")
+            elif kind.startswith("float"):
+                if isinstance(value, bool) or (not isinstance(value, (int, float)) and value is not None):
+                    raise ValueError(f"{where}.{key}: expected a number, got {value!r}")
+                value = None if value is None else float(value)
+            elif kind == "str" and not isinstance(value, str):
+                raise ValueError(f"{where}.{key}: expected a string, got {value!r}")
+            changes[key] = value
+        return replace(self, **changes)
 
     def lr_at(self, it: int) -> float:
         """mmcv ``StepLrUpdaterHook`` with linear warm-up."""

@@ -1,0 +1,104 @@
+"""`cape-bench train` and `[methods.<name>.train]` preset overrides: what is trained, cached and reused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from baselines.common.trainer import Preset
+from cape_bench.cli import main
+from tests.conftest import write_tiny_mp100
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = write_tiny_mp100(tmp_path_factory.mktemp("train"), num_categories=2, instances=12, images=True,
+                            image_size=72)
+    shutil.copy(root / "annotations" / "mp100_split1_test.json", root / "annotations" / "mp100_split1_train.json")
+    return root
+
+
+def _config(tmp_path, tiny, **train) -> str:
+    """A bench.toml: the tiny dataset, CapeFormer's quick preset shrunk to 2 iterations of a random ResNet-18."""
+    overrides = {"iterations": 2, "batch_size": 2, "input_size": 64, "backbone": "resnet18", "log_every": 1,
+                 "freeze_backbone": False, **train}
+    table = ", ".join(f"{k} = {json.dumps(v)}" for k, v in overrides.items())
+    path = tmp_path / "bench.toml"
+    path.write_text(f"""
+[run]
+out_dir = "{tmp_path / 'runs'}"
+[dataset]
+name = "mp100"
+ann_dir = "{tiny / 'annotations'}"
+image_root = "{tiny / 'images'}"
+[protocol]
+splits = [1]
+shots = [1]
+num_episodes = 2
+num_queries = 4
+[synth]
+cache_dir = "{tmp_path / 'cache'}"
+[methods.capeformer]
+train = {{{table}}}
+options = {{backbone_weights = "random"}}
+""")
+    return str(path)
+
+
+def _model_dirs(tmp_path):
+    return sorted((tmp_path / "cache" / "models" / "capeformer").glob("split1-quick-*"))
+
+
+def test_train_then_reuse_then_retrain_on_a_changed_preset(tiny, tmp_path, capsys):
+    cfg = _config(tmp_path, tiny)
+    assert main(["train", "--config", cfg, "--method", "capeformer", "--split", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "training split 1 with preset 'quick'" in out and "iterations=2" in out
+    (model_dir,) = _model_dirs(tmp_path)
+    meta = json.loads((model_dir / "meta.json").read_text())
+    assert meta["iterations"] == 2 and meta["preset"]["input_size"] == 64 and meta["preset"]["backbone"] == "resnet18"
+    assert (model_dir / "model.safetensors").is_file()
+
+    # the same config again: nothing is trained, the cached model is named
+    assert main(["train", "--config", cfg, "--method", "capeformer", "--split", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "training split" not in out and "reusing the model trained earlier" in out
+    assert _model_dirs(tmp_path) == [model_dir]
+
+    # `run` evaluates that very model
+    assert main(["run", "--config", cfg, "--methods", "capeformer", "--name", "r", "--quiet"]) == 0
+    stored = "".join(p.read_text() for p in (tmp_path / "runs" / "r").rglob("*.json"))
+    assert str(model_dir / "model.safetensors") in stored
+
+    # any preset field that changes (not only the preset's name) is a different model
+    assert main(["train", "--config", cfg, "--method", "capeformer", "--split", "1", "--iterations", "3"]) == 0
+    dirs = _model_dirs(tmp_path)
+    assert len(dirs) == 2
+    assert {json.loads((d / "meta.json").read_text())["iterations"] for d in dirs} == {2, 3}
+
+
+def test_bad_preset_override_names_the_key(tiny, tmp_path, capsys):
+    cfg = _config(tmp_path, tiny, iters=5)
+    assert main(["train", "--config", cfg, "--method", "capeformer"]) == 2
+    err = capsys.readouterr().err
+    assert "methods.capeformer.train.iters" in err and "iterations" in err
+
+
+def test_nothing_to_train_is_an_error(tiny, tmp_path, capsys):
+    assert main(["train", "--config", _config(tmp_path, tiny), "--method", "support-copy"]) == 2
+    assert "nothing to train" in capsys.readouterr().err
+
+
+def test_preset_overrides_are_type_checked():
+    base = Preset("quick", iterations=10, batch_size=2, lr=1e-4, warmup_iters=1, milestones=(8,))
+    changed = base.with_overrides({"iterations": 20, "lr": 1, "milestones": [15], "grad_clip": 1.0,
+                                   "freeze_backbone": True})
+    assert (changed.iterations, changed.lr, changed.milestones, changed.grad_clip, changed.freeze_backbone) == (
+        20, 1.0, (15,), 1.0, True)
+    assert changed.name == "quick"
+    for bad in ({"iterations": 2.5}, {"iterations": True}, {"lr": "fast"}, {"freeze_backbone": 1},
+                {"milestones": 3}, {"name": "other"}):
+        with pytest.raises(ValueError, match="train\\."):
+            base.with_overrides(bad)
