@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,9 @@ EPILOG = """examples:
   cape-bench run                                    # CAPE-Synth (generated on first use), methods of bench.toml
   cape-bench run --methods support-copy,oracle --shots 1 --splits 1
   cape-bench run --dataset mp100 --ann-dir ../shared/mp100/annotations --methods support-copy,oracle
+  cape-bench run --executor ray --address auto      # one Ray task per (method, split, shots) cell
   cape-bench train --method capeformer --split 1   # train (or find trained) the model run would use
+  torchrun --nproc-per-node 4 -m cape_bench train --method capeformer --device cuda   # 4 GPUs, DDP
   cape-bench score runs/NAME                        # recompute every score from stored predictions
   cape-bench episodes --ann mp100_split1_test.json --shots 1
   cape-bench data check --ann mp100_split1_test.json
@@ -67,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out-dir", help="parent folder of run directories (default: runs)")
     run.add_argument("--name", help="run directory name (default: a timestamp); an existing run resumes")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--executor", choices=["local", "ray"],
+                     help="where cells run: local (this process; default) or ray (one Ray task per cell)")
+    run.add_argument("--address", help="ray: the cluster to use, e.g. auto (the cluster `ray start` runs here) or "
+                                       "ray://HOST:10001; default: start Ray on this machine")
     run.set_defaults(func=cmd_run)
 
     tr = sub.add_parser("train", help="train a method's model for a split (cached; `run` then reuses it)")
@@ -190,7 +197,8 @@ def cmd_train(args) -> int:
         if args.iterations:
             put(f"methods.{name}.train.iterations", args.iterations)
     cfg = load_config(args.config or find_config(), overrides)
-    console = Console(soft_wrap=True)
+    # under torchrun every process trains its share; the first one (RANK 0) alone speaks
+    console = Console(soft_wrap=True, quiet=int(os.environ.get("RANK", "0") or 0) != 0)
     for split in args.splits:
         for rec in train_methods(cfg, args.methods, split, log=console.print):
             loss = rec.get("final_loss") or {}
@@ -205,7 +213,7 @@ def cmd_train(args) -> int:
 def cmd_run(args) -> int:
     from rich.console import Console  # noqa: PLC0415
 
-    from cape_bench.config import find_config, load_config  # noqa: PLC0415
+    from cape_bench.config import ConfigError, find_config, load_config  # noqa: PLC0415
 
     overrides = list(args.overrides)
     put = _putter(overrides)
@@ -220,12 +228,21 @@ def cmd_run(args) -> int:
         put("protocol.shots", args.shots)
     if args.num_episodes is not None:
         put("protocol.num_episodes", args.num_episodes)
+    if args.executor:
+        put("run.executor", args.executor)
+    if args.address is not None:
+        put("run.ray_address", args.address)
     for item in args.checkpoint:
         method, sep, path = item.partition("=")
         if not sep:
             raise SystemExit(f"--checkpoint {item!r}: expected METHOD=PATH")
         put(f"methods.{method}.checkpoint", str(Path(path).resolve()))
     cfg = load_config(args.config or find_config(), overrides)
+    if args.address is not None and cfg.run.executor != "ray":
+        raise ConfigError("--address names a Ray cluster: use it with --executor ray")
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise ConfigError("`run` is not a torchrun program (every process would run the whole grid): run it once, "
+                          "with --executor ray to spread the cells; torchrun is for `cape-bench train`")
     console = Console(soft_wrap=True)  # log lines stay whole (greppable) in logs and CI output
     return run_and_report(cfg, console, show_progress=not args.quiet)
 
@@ -234,6 +251,7 @@ def run_and_report(cfg, console, show_progress: bool = True) -> int:
     """Run the grid, score it, print the table; exit status 1 when a cell failed."""
     import time  # noqa: PLC0415
 
+    from cape_bench.executors import execute  # noqa: PLC0415
     from cape_bench.runner import Runner  # noqa: PLC0415
     from cape_bench.scoring import score_run  # noqa: PLC0415
     from cape_bench.tables import print_headline  # noqa: PLC0415
@@ -242,7 +260,7 @@ def run_and_report(cfg, console, show_progress: bool = True) -> int:
     run_dir = Path(cfg.run.out_dir) / name
     console.print(f"run directory: {run_dir}")
     runner = Runner(cfg, run_dir, console=console, show_progress=show_progress)
-    outcomes = runner.execute()
+    outcomes = execute(runner)
     tables = score_run(run_dir)
     extra = {}
     for rec in runner.run.finished_cells():

@@ -34,6 +34,18 @@ class RunSection:
     seed: int = 1
     report: bool = True  # render the HTML report at the end of `run`
     feature_cache_mb: float = 2048.0  # memory for per-instance features (spills to disk beyond); 0 → off, uncached
+    # where the cells run (cape_bench/executors.py); none of these changes a result, so none is in the config hash
+    executor: str = "local"  # local: this process, one cell after another | ray: one Ray task per cell
+    ray_address: str = ""  # ray: empty → start Ray on this machine; "auto" → the cluster `ray start` runs here
+    cpus_per_cell: float = 1.0  # ray: CPUs each cell's task reserves
+    gpus_per_cell: float = 0.0  # ray: GPUs each cell's task reserves (set 1 with device = "cuda")
+    cell_resources: dict[str, Any] = field(default_factory=dict)  # ray: per method label, e.g. {capex = {gpus = 1}}
+    cell_retries: int = 1  # ray: times a cell whose worker process died is submitted again
+
+
+# [run] keys that say where and how cells run, not what they compute: left out of the config hash, so a run
+# started locally can be resumed on a Ray cluster and the other way round
+EXECUTION_KEYS = ("executor", "ray_address", "cpus_per_cell", "gpus_per_cell", "cell_resources", "cell_retries")
 
 
 @dataclass(frozen=True)
@@ -108,8 +120,11 @@ class BenchConfig:
 
     @property
     def sha256(self) -> str:
-        """Digest of the resolved config (canonical JSON)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        """Digest of the resolved config (canonical JSON), without the execution-only ``[run]`` keys."""
+        data = self.to_dict()
+        for key in EXECUTION_KEYS:
+            data["run"].pop(key, None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

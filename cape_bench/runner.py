@@ -5,6 +5,11 @@ A cell is written atomically when it finishes, so an interrupted run resumes wit
 recomputing finished cells, and a failing cell (bad output, missing images) is reported
 without losing the others.
 
+The same loop serves distributed runs (:mod:`cape_bench.executors`): a driver calls :meth:`Runner.plan` (run.json,
+categories, episodes of the whole grid; no cell computed), workers call :meth:`Runner.execute_cells` for the
+cells they are given under the full config (writing only those cells' files, never run.json), and the driver
+merges what they report with :meth:`Runner.record_outcomes`: only the driver ever writes run.json.
+
 Per-instance work is done once per split: a method that declares per-instance stages
 (:class:`~cape_bench.api.InstanceCachedMethod`) gets each distinct instance's crop and stage features
 (backbone features, image embeddings) computed once, in batches, kept in a bounded
@@ -16,6 +21,7 @@ several episodes of one category per call. Other methods run through ``encode_su
 from __future__ import annotations
 
 import itertools
+import os
 import platform
 import subprocess
 import time
@@ -46,7 +52,7 @@ class CellOutcome:
     method: str
     split: int
     shots: int
-    status: str  # "done", "skipped (finished earlier)", "failed"
+    status: str  # "done", "skipped (finished earlier)", "failed"; "pending" from Runner.plan
     error: str = ""
     record: dict = field(default_factory=dict)
 
@@ -190,7 +196,7 @@ class Runner:
             categories=list(self.cfg.dataset.categories) or None,
         )
 
-    def _manifest(self, ann: AnnotationSet, split: int, shots: int) -> EpisodeManifest:
+    def _manifest(self, ann: AnnotationSet, split: int, shots: int, write: bool = True) -> EpisodeManifest:
         proto = self.cfg.protocol
         manifest = build_manifest(
             ann,
@@ -199,8 +205,9 @@ class Runner:
             subset=self.cfg.dataset.subset,
             num_queries=proto.num_queries,
         )
-        path = self.run.episodes(split, self.cfg.dataset.subset, shots)
-        write_frame(path, manifest.to_frame())
+        if write:
+            path = self.run.episodes(split, self.cfg.dataset.subset, shots)
+            write_frame(path, manifest.to_frame())
         return manifest
 
     # ------------------------------------------------------------------ run.json
@@ -237,57 +244,129 @@ class Runner:
         }
 
     # ------------------------------------------------------------------ the loop
-    def execute(self) -> list[CellOutcome]:
+    def execute(self, cells=None) -> list[CellOutcome]:
+        """Run the grid, or only ``cells`` ((method, split, shots) triples of the grid), recording in run.json."""
         try:
-            return self._execute()
+            return self._execute(self.select(cells), mode="run")
         finally:
             self.close()
 
-    def _execute(self) -> list[CellOutcome]:
+    def plan(self) -> list[CellOutcome]:
+        """A distributed run's driver: write run.json, categories and episodes of the whole grid, compute no cell.
+
+        Returns one outcome per grid cell, in grid order: "skipped (finished earlier)" or "pending".
+        """
+        return self._execute(self.select(None), mode="plan")
+
+    def execute_cells(self, cells, expected: dict) -> list[CellOutcome]:
+        """A worker: compute ``cells`` of a run the driver planned, under the full config.
+
+        Writes only these cells' prediction and record files into this Runner's run directory (a worker's scratch
+        folder or the shared run directory) and never run.json, categories or episodes. ``expected`` holds the
+        driver's run.json ``annotations`` and ``episodes`` entries: a cell whose annotation file or episodes differ
+        here (another file on this node) fails instead of computing something else. Failures and messages are
+        returned (``outcomes``, :attr:`messages`) for the driver to record.
+        """
+        try:
+            return self._execute(self.select(cells), mode="worker", expected=expected)
+        finally:
+            self.close()
+
+    def record_outcomes(self, outcomes: list[CellOutcome]) -> None:
+        """A distributed run's driver: add the failures of ``outcomes`` and the messages so far to run.json."""
+        envelope = self.run.read_run_json()
+        for o in outcomes:
+            if o.status == "failed":
+                envelope["failures"].append({"method": o.method, "split": o.split, "shots": o.shots, "error": o.error})
+        envelope["messages"] = self.messages[-200:]
+        write_json(self.run.run_json, envelope)
+
+    def select(self, cells=None) -> list[tuple[str, int, int]]:
+        """The grid's (method, split, shots) cells in run order, or those of ``cells`` (each must be in the grid)."""
+        grid = [(name, split, shots) for split in self.cfg.protocol.splits for shots in self.cfg.protocol.shots
+                for name in self.cfg.run.methods]
+        if cells is None:
+            return grid
+        wanted = {(str(m), int(sp), int(sh)) for m, sp, sh in cells}
+        outside = sorted(wanted - set(grid))
+        if outside:
+            raise ValueError(f"cells not in this run's grid (methods × splits × shots): {outside}")
+        return [c for c in grid if c in wanted]
+
+    def _execute(self, selected: list[tuple[str, int, int]], mode: str = "run",
+                 expected: dict | None = None) -> list[CellOutcome]:
         from cape_bench.registry import resolve  # noqa: PLC0415
 
         cfg = self.cfg
         for name in cfg.run.methods:  # fail fast on a typo, before any work
             resolve(cfg.method(name).method or name)
         ds = resolve_dataset(cfg, self.log)
-        envelope = self._envelope(ds)
-        write_json(self.run.run_json, envelope)
-        if not envelope["official_protocol"]:
-            self.log(
-                "[yellow]note: protocol shortened (num_episodes/num_queries changed): "
-                "numbers are not comparable with published MP-100 results[/yellow]"
-            )
+        record = mode != "worker"  # a worker writes its cells' files only; the driver (or local run) owns run.json
+        envelope: dict = {}
+        if record:
+            envelope = self._envelope(ds)
+            write_json(self.run.run_json, envelope)
+            if not envelope["official_protocol"]:
+                self.log(
+                    "[yellow]note: protocol shortened (num_episodes/num_queries changed): "
+                    "numbers are not comparable with published MP-100 results[/yellow]"
+                )
+        wanted = set(selected)
         outcomes: list[CellOutcome] = []
         methods: dict[str, Any] = {}
         for split in cfg.protocol.splits:
+            if not any(c[1] == split for c in wanted):
+                continue
             ann = self._load(ds, split)
-            envelope["annotations"][f"split{split}"] = {"file": str(ann.path), "sha256": ann.sha256}
-            write_json(self.run.categories_file(split), _categories_record(ann))
+            problem = ""
+            if record:
+                envelope["annotations"][f"split{split}"] = {"file": str(ann.path), "sha256": ann.sha256}
+                write_json(self.run.categories_file(split), _categories_record(ann))
+            else:
+                problem = _differs("annotation file", (expected or {}).get("annotations", {}).get(f"split{split}"),
+                                   ann.sha256, ann.path)
             for shots in cfg.protocol.shots:
-                manifest = self._manifest(ann, split, shots)
-                envelope["episodes"][f"split{split}_{shots}shot"] = {
-                    "sha256": manifest.sha256,
-                    "pairs": len(manifest),
-                    "episodes_per_category": manifest.num_episodes,
-                    "official": manifest.official,
-                }
-                write_json(self.run.run_json, envelope)
+                if not any(c[1:] == (split, shots) for c in wanted):
+                    continue
+                manifest = self._manifest(ann, split, shots, write=record)
+                key = f"split{split}_{shots}shot"
+                if record:
+                    envelope["episodes"][key] = {
+                        "sha256": manifest.sha256,
+                        "pairs": len(manifest),
+                        "episodes_per_category": manifest.num_episodes,
+                        "official": manifest.official,
+                    }
+                    write_json(self.run.run_json, envelope)
+                else:
+                    problem = problem or _differs("episodes", (expected or {}).get("episodes", {}).get(key),
+                                                  manifest.sha256, key)
                 for name in cfg.run.methods:
+                    if (name, split, shots) not in wanted:
+                        continue
                     if self.run.cell(name, split, shots).exists() and self.run.predictions(name, split, shots).exists():
                         outcomes.append(CellOutcome(name, split, shots, "skipped (finished earlier)"))
                         continue
+                    if mode == "plan":
+                        outcomes.append(CellOutcome(name, split, shots, "pending"))
+                        continue
                     try:
+                        if problem:
+                            raise RuntimeError(problem)
                         if name not in methods:
                             methods[name] = create_configured_method(self.cfg, name)
-                        record = self._run_cell(methods[name], name, ds, ann, manifest, split, shots)
-                        outcomes.append(CellOutcome(name, split, shots, "done", record=record))
+                        record_ = self._run_cell(methods[name], name, ds, ann, manifest, split, shots)
+                        outcomes.append(CellOutcome(name, split, shots, "done", record=record_))
                     except Exception as err:  # noqa: BLE001 — one failing cell must not lose the others
                         message = f"{name} split {split} {shots}-shot failed: {type(err).__name__}: {err}"
                         self.log(f"[red]{message}[/red]")
-                        envelope["failures"].append({"method": name, "split": split, "shots": shots, "error": message})
+                        if record:
+                            envelope["failures"].append({"method": name, "split": split, "shots": shots,
+                                                         "error": message})
                         outcomes.append(CellOutcome(name, split, shots, "failed", error=message))
-                    envelope["messages"] = self.messages[-200:]
-                    write_json(self.run.run_json, envelope)
+                    if record:
+                        envelope["messages"] = self.messages[-200:]
+                        write_json(self.run.run_json, envelope)
         return outcomes
 
     def _run_cell(self, method, name: str, ds: DatasetRef, ann: AnnotationSet, manifest: EpisodeManifest, split, shots):
@@ -541,6 +620,16 @@ class Runner:
         return bar()
 
 
+def _differs(what: str, expected: dict | None, sha256: str, where) -> str:
+    """Why a worker must not compute a cell: its data differ from what the driver recorded ("" when they agree)."""
+    if expected is None:
+        return f"the driver recorded no {what} for {where}"
+    if expected.get("sha256") != sha256:
+        return (f"{what} {where} differs on this worker (sha256 {sha256[:12]}, driver {str(expected.get('sha256'))[:12]}); "
+                "every node must see the same dataset")
+    return ""
+
+
 def _to_numpy(value) -> np.ndarray:
     """A method's per-instance array (numpy or torch, any device) as a numpy array."""
     if isinstance(value, np.ndarray):
@@ -592,7 +681,13 @@ def train_methods(cfg: BenchConfig, names: list[str], split: int, log=print) -> 
 
     for name in names:
         resolve(cfg.method(name).method or name)
-    ds = resolve_dataset(cfg, log)
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # torchrun: rank 0 generates a missing dataset, then the rest
+        from baselines.common.distributed import main_process_first  # noqa: PLC0415
+
+        with main_process_first(cfg.run.device):
+            ds = resolve_dataset(cfg, log)
+    else:
+        ds = resolve_dataset(cfg, log)
     out = []
     for name in names:
         if cfg.method(name).checkpoint:

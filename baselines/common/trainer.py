@@ -6,7 +6,11 @@ the sampler, augmentation, optimisation schedule, checkpoints, resume and progre
 
 Checkpoints are ``model.safetensors`` + ``meta.json`` (method, preset, config, data digest,
 git sha, iterations, final loss). While training, ``train_state.pt`` holds the optimiser and the
-position in the schedule; an interrupted run resumes from it.
+position in the schedule; an interrupted run resumes from it. One process at a time trains into a model folder
+(a lock file): a second one waiting for it then loads the model the first one trained.
+
+Under torchrun (``torchrun --nproc-per-node N ...``) the same ``train`` runs DistributedDataParallel: each process
+takes its share of every step's batch, rank 0 alone writes (:mod:`baselines.common.distributed`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -132,7 +137,22 @@ class EpisodeStream:
         self.seed = seed
         self.pad_to = pad_to
         self.augment = augment
+        self.rank, self.world_size = 0, 1
         self._pool = ThreadPoolExecutor(max_workers=1)
+
+    def shard(self, rank: int, world_size: int) -> EpisodeStream:
+        """Make this stream yield only process ``rank``'s episodes ``rank::world_size`` of every batch.
+
+        The batch of a step stays the single-process one (same episodes, same augmentation draws, keypoints padded
+        to the whole batch's largest K): the shards of all ranks, interleaved, are exactly that batch.
+        """
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} of {world_size} processes")
+        if self.batch_size % world_size:
+            raise ValueError(f"batch_size {self.batch_size} does not split evenly over {world_size} processes: "
+                             "choose a batch size that is a multiple of the number of processes")
+        self.rank, self.world_size = rank, world_size
+        return self
 
     def steps_per_epoch(self) -> int:
         return len(class_balanced_epoch(self.ann.cat2obj, self.shots, self.seed, 0)) // self.batch_size
@@ -144,8 +164,18 @@ class EpisodeStream:
         samples = class_balanced_epoch(self.ann.cat2obj, self.shots, self.seed, epoch)
         chosen = samples[index * self.batch_size : (index + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, step])
-        prepared = [[self.loader.prepare(o, rng, self.augment) for o in sample] for sample in chosen]
-        return collate(self.ann, chosen, prepared, pad_to=self.pad_to)
+        if self.world_size == 1:
+            prepared = [[self.loader.prepare(o, rng, self.augment) for o in sample] for sample in chosen]
+            return collate(self.ann, chosen, prepared, pad_to=self.pad_to)
+        prepared = []
+        for i, sample in enumerate(chosen):
+            if i % self.world_size == self.rank:
+                prepared.append([self.loader.prepare(o, rng, self.augment) for o in sample])
+            else:  # another rank's episode: draw its augmentation only, so ours see the single-process draws
+                for _ in sample:
+                    self.augment.draw(rng)
+        widest = max(self.ann.categories[self.ann.instances[s[-1]].category_id].num_keypoints for s in chosen)
+        return collate(self.ann, chosen[self.rank :: self.world_size], prepared, pad_to=self.pad_to or widest)
 
     def iterate(self, start: int, stop: int):
         future = self._pool.submit(self.batch_at, start)
@@ -158,15 +188,44 @@ class EpisodeStream:
 
 def train(model: torch.nn.Module, stream: EpisodeStream, preset: Preset, out_dir: str | Path, *, meta: dict,
           device: str = "cpu", log=print, console=None) -> TrainResult:
-    """Train ``model`` for ``preset.iterations`` steps; resume from ``out_dir/train_state.pt`` when present."""
+    """Train ``model`` for ``preset.iterations`` steps; resume from ``out_dir/train_state.pt`` when present.
+
+    When ``out_dir`` already holds a trained model (or another process finishes one while this one waits for the
+    folder's lock), ``model`` gets its weights and nothing is trained. Under torchrun every process calls this
+    with the same arguments (see :mod:`baselines.common.distributed`).
+    """
     from safetensors.torch import save_file  # noqa: PLC0415
+
+    from baselines.common import distributed  # noqa: PLC0415
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / "model.safetensors"
-    if final.exists() and (out_dir / "meta.json").exists():
-        return TrainResult(final, json.loads((out_dir / "meta.json").read_text()))
+    # under torchrun the ranks decide together, below, once rank 0 holds the folder
+    if final.exists() and (out_dir / "meta.json").exists() and not distributed.info_from_env().enabled:
+        return TrainResult(final, load_checkpoint(model, final))
+    dist_info, device = distributed.setup(device)
+    if not dist_info.is_main:  # rank 0 speaks and writes for all
+        from rich.console import Console  # noqa: PLC0415
+
+        log, console = (lambda *_a, **_k: None), Console(quiet=True)
+    with _exclusive(out_dir / ".train.lock", dist_info.is_main, log):
+        distributed.barrier(dist_info)  # the other ranks go on once rank 0 holds the folder
+        if final.exists() and (out_dir / "meta.json").exists():  # trained by the process we waited for
+            log(f"{out_dir}: trained by another process meanwhile; loading it")
+            return TrainResult(final, load_checkpoint(model, final))
+        return _train_here(model, stream, preset, out_dir, meta, device, log, console, dist_info, save_file)
+
+
+def _train_here(model, stream, preset, out_dir, meta, device, log, console, dist_info, save_file) -> TrainResult:
+    from baselines.common import distributed  # noqa: PLC0415
+
+    final = out_dir / "model.safetensors"
     preset = preset.resolve(stream.steps_per_epoch())
+    if dist_info.enabled:
+        stream.shard(dist_info.rank, dist_info.world_size)
+        log(f"DistributedDataParallel: {dist_info.world_size} processes, {preset.batch_size // dist_info.world_size} "
+            f"of the {preset.batch_size} episodes of every batch each")
     torch.manual_seed(meta.get("seed", 1))
     model.to(device).train()
     if preset.freeze_backbone:
@@ -185,24 +244,27 @@ def train(model: torch.nn.Module, stream: EpisodeStream, preset: Preset, out_dir
         start, history = state["step"], state["history"]
         torch.set_rng_state(state["torch_rng"])
         log(f"resuming training at step {start}/{preset.iterations} from {state_path}")
+    forward = distributed.loss_function(model, dist_info, device)
     t0 = time.perf_counter()
     running: dict[str, float] = {}
     with _progress(console, f"train {meta.get('method', '')}", preset.iterations, start) as advance:
         for step, batch in stream.iterate(start, preset.iterations):
             for group in optimizer.param_groups:
                 group["lr"] = preset.lr_at(step)
-            losses = model.training_losses(batch_to_torch(batch, device))
+            losses = forward(batch_to_torch(batch, device))
             total = sum(v for k, v in losses.items() if "loss" in k)
-            if not torch.isfinite(total):
+            seen = distributed.mean_over_processes(losses, dist_info)  # the global batch's losses (all ranks agree)
+            seen_total = sum(v for k, v in seen.items() if "loss" in k)
+            if not torch.isfinite(seen_total):
                 raise FloatingPointError(f"non-finite training loss at step {step}: "
-                                         + ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items()))
+                                         + ", ".join(f"{k}={float(v):.4g}" for k, v in seen.items()))
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             if preset.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, preset.grad_clip)
             optimizer.step()
-            for k, v in losses.items():
-                value = float(v.detach())
+            for k, v in seen.items():
+                value = float(v)
                 running[k] = 0.9 * running.get(k, value) + 0.1 * value
             if (step + 1) % preset.log_every == 0 or step + 1 == preset.iterations:
                 history.append({"step": step + 1, "lr": preset.lr_at(step), **{k: round(v, 6) for k, v in running.items()}})
@@ -211,19 +273,49 @@ def train(model: torch.nn.Module, stream: EpisodeStream, preset: Preset, out_dir
                     eta = elapsed / (step + 1 - start) * (preset.iterations - step - 1)
                     log(f"step {step + 1}/{preset.iterations} loss {sum(v for k, v in running.items() if 'loss' in k):.4f}"
                         f" lr {preset.lr_at(step):.2e} ({elapsed:.0f} s, ETA {eta:.0f} s)")
-            advance(float(total.detach()))
-            if (step + 1) % preset.checkpoint_every == 0 and step + 1 < preset.iterations:
+            advance(float(seen_total))
+            if (step + 1) % preset.checkpoint_every == 0 and step + 1 < preset.iterations and dist_info.is_main:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
                             "history": history, "torch_rng": torch.get_rng_state()}, state_path)
     model.eval()
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(final))
     full_meta = {**meta, "preset": asdict(preset), "iterations": preset.iterations,
                  "train_seconds_this_session": round(time.perf_counter() - t0, 1), "history": history,
                  "final_loss": history[-1] if history else None}
-    write_json(out_dir / "meta.json", full_meta)
-    state_path.unlink(missing_ok=True)
+    if dist_info.enabled:
+        full_meta["distributed"] = {"world_size": dist_info.world_size, "backend": _backend()}
+    if dist_info.is_main:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(tensors, str(final))
+        write_json(out_dir / "meta.json", full_meta)
+        state_path.unlink(missing_ok=True)
+    distributed.barrier(dist_info)  # every rank returns once the trained model is on disk
     return TrainResult(final, full_meta)
+
+
+def _backend() -> str:
+    import torch.distributed as dist  # noqa: PLC0415
+
+    return str(dist.get_backend())
+
+
+@contextmanager
+def _exclusive(path: Path, enabled: bool, log):
+    """Hold an exclusive lock on ``path`` (a lock file) for the block: one trainer per model folder at a time."""
+    if not enabled:
+        yield
+        return
+    import fcntl  # noqa: PLC0415
+
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"{path.parent}: another process is training this model; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _train_keeping_frozen(train_fn, frozen):
