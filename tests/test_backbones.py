@@ -77,6 +77,7 @@ OFFICIAL_AT_256 = {
     "vit_base_patch16": (768, 14),
     "hrnet_w32": (32, 64),
     "mobilenetv2": (1280, 8),
+    "mobilenetv2_s16": (96, 16),
     "efficientnet_lite0": (1280, 8),
     "resnet18": (512, 8),
 }
@@ -206,6 +207,18 @@ def test_mobilenetv2_genuine_weights():
     assert int(probs.argmax()) == MILITARY_UNIFORM and float(probs.max()) > 0.2
     assert entropy < 0.6 * math.log(1000)  # far from uniform
     assert not torch.allclose(module(x), random_features)
+
+
+def test_mobilenetv2_s16_is_the_genuine_network_cut_at_stride_16():
+    module, info = build_backbone("mobilenetv2_s16", input_size=128)
+    full, _ = build_backbone("mobilenetv2", input_size=128)
+    assert info.genuine and info.out_size == 8 and info.out_channels == 96
+    assert info.num_params < 0.3 * sum(p.numel() for p in full.parameters())  # later stages gone, not just unused
+    assert not any(k.startswith(("blocks.5", "blocks.6", "conv_head")) for k in module.body.state_dict())
+    x = _grace_hopper(128)
+    with torch.no_grad():
+        expected = full.body.forward_intermediates(x, indices=[3], intermediates_only=True)[0]
+        torch.testing.assert_close(module(x), expected, rtol=0, atol=1e-6)
 
 
 def test_efficientnet_lite0_genuine_weights():

