@@ -64,10 +64,10 @@ PRESETS = {
     # 1000 iterations (ratio 1e-3), ×0.1 at epochs 160 and 180 of 200, batch 16, SwinV2-T at 256², CLIP ViT-B/32
     "official": Preset("official", iterations=0, epochs=200, milestones=(160, 180), batch_size=16, lr=1e-5,
                        warmup_iters=1000, input_size=256, backbone="swinv2_tiny", checkpoint_every=500),
-    # same size as CapeX's / CapeFormer's quick preset: frozen genuine MobileNetV2 at 128² (8×8 tokens), MiniLM
-    # text + MobileNetV2 image token, head and fusion module trained with Adam 1e-4
+    # CapeX's / CapeFormer's quick preset: genuine MobileNetV2 cut at stride 16 (8×8 tokens at 128²) fine-tuned,
+    # frozen MiniLM text + frozen MobileNetV2 pooled image token, Adam 1e-4
     "quick": Preset("quick", iterations=800, batch_size=8, lr=1e-4, warmup_iters=50, milestones=(640,),
-                    input_size=128, backbone="mobilenetv2", freeze_backbone=True),
+                    input_size=128, backbone="mobilenetv2_s16"),
 }
 
 TEXT_ENCODERS = {"official": te.CLIP, "quick": te.MINILM}

@@ -220,16 +220,22 @@ def test_pomnet_structure_and_heatmap_sizes(trained, data):
     assert heatmaps_s.max() == 1.0
 
 
-def test_pomnet_quick_preset_shares_one_frozen_backbone():
+def test_pomnet_quick_preset_and_a_shared_frozen_backbone():
     method = POMNet(preset="quick", backbone_weights="random")
-    assert method.shared_backbone and method.pad_to is None and method.info.input_size == 128
+    # quick: the official two encoders, each a fine-tuned stride-16 MobileNetV2, resized to 4x4 cells at 128 px
+    assert not method.shared_backbone and method.pad_to is None and method.info.input_size == 128
     model = method.build_model()
-    assert model.backbone.support is None and model.backbone.support_encoder() is model.backbone.query
-    assert not any(k.startswith("backbone.support.") for k in model.state_dict())
-    assert model.feature_size == 4 and model.head.cfg.in_channels == 1280
+    assert model.backbone.support is not None and model.feature_size == 4 and model.head.cfg.in_channels == 96
     assert model.head.cfg.num_deconv_filters == (64, 64, 64) and method.deconv_width == 64
     prov = method.provenance()
-    assert "shared" in prov["encoders"] and "deconv width 64" in prov["head"]
+    assert prov["encoders"].startswith("two") and "deconv width 64" in prov["head"]
+    # a frozen backbone is shared by support and query: one copy, no support-encoder weights
+    frozen = POMNet(preset="quick", backbone_weights="random", train={"freeze_backbone": True})
+    assert frozen.shared_backbone
+    model = frozen.build_model()
+    assert model.backbone.support is None and model.backbone.support_encoder() is model.backbone.query
+    assert not any(k.startswith("backbone.support.") for k in model.state_dict())
+    assert "shared" in frozen.provenance()["encoders"]
     assert POMNet(preset="quick", deconv_width=256).deconv_width == 256
     official = POMNet(preset="official")
     assert not official.shared_backbone and official.pad_to == 100 and official.backbone_name == "resnet50"
@@ -251,7 +257,7 @@ def test_presets_follow_the_official_configs():
         5e-4, 500, 210, (170, 200), 16, 256, "resnet50")
     for cls in (GraphCape, POMNet):
         q = cls.presets["quick"]
-        assert (q.input_size, q.backbone, q.freeze_backbone) == (128, "mobilenetv2", True)
+        assert (q.input_size, q.backbone, q.freeze_backbone) == (128, "mobilenetv2_s16", False)
     assert GraphCape.sigma == 1.0 and POMNet.sigma == 2.0
     assert GraphCape(preset="official").feature_size == 16 and GraphCape(preset="quick").feature_size == 8
     assert "category skeleton" in GraphCape.info.extra_inputs

@@ -49,10 +49,10 @@ PRESETS = {
     # (16×16 features), gte-base text, σ = 1
     "official": Preset("official", iterations=0, epochs=200, milestones=(160, 180), batch_size=16, lr=1e-5,
                        warmup_iters=1000, input_size=256, backbone="swinv2_tiny", checkpoint_every=500),
-    # CAPE-Synth on a 2-core CPU, sized like CapeFormer's quick preset: genuine ImageNet MobileNetV2, frozen,
-    # 128² crops (4×4 features upsampled to 8×8), genuine MiniLM text; head trained with Adam 1e-4
+    # CAPE-Synth on a 2-core CPU, CapeFormer's quick preset: genuine ImageNet MobileNetV2 cut at stride 16
+    # (8×8 features at 128²) fine-tuned with the head, genuine MiniLM text (frozen), Adam 1e-4
     "quick": Preset("quick", iterations=800, batch_size=8, lr=1e-4, warmup_iters=50, milestones=(640,),
-                    input_size=128, backbone="mobilenetv2", freeze_backbone=True),
+                    input_size=128, backbone="mobilenetv2_s16"),
 }
 
 #: preset → side the query feature map is resized to (None: the backbone's own, 16×16 for SwinV2-T at 256²).

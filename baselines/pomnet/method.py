@@ -20,8 +20,8 @@ Presets: ``official`` (spec §2.3; two ResNet-50 encoders, every keypoint slot p
 released code runs them) and ``quick``, sized for CAPE-Synth on a 2-core CPU, with three deviations, all recorded
 in the provenance:
 
-* one frozen genuine ImageNet MobileNetV2 shared by support and query (frozen ImageNet features are the same for
-  both encoders, so a second copy would be identical), 128² crops;
+* the two encoders are genuine ImageNet MobileNetV2s cut at stride 16 (``mobilenetv2_s16``), fine-tuned, at 128²
+  crops (a frozen backbone is shared by support and query: frozen ImageNet features are the same for both);
 * keypoint slots padded only to the batch's largest category: no real keypoint's output or loss changes, but the
   per-keypoint branch skips the empty slots;
 * deconvolution width 64 instead of 256 (option ``deconv_width``): the per-keypoint relation/deconv branch is
@@ -63,11 +63,11 @@ PRESETS = {
     # ResNet-50 x 2 at 256², σ = 2
     "official": Preset("official", iterations=0, epochs=210, milestones=(170, 200), batch_size=16, lr=5e-4,
                        warmup_iters=500, input_size=256, backbone="resnet50", checkpoint_every=500),
-    # CAPE-Synth on a 2-core CPU (CapeFormer's quick shape): one genuine ImageNet MobileNetV2, frozen and shared,
-    # 128² crops (4x4 features -> 32x32 heatmaps), deconv width 64 (DECONV_WIDTH), head trained with the official
-    # Adam 5e-4
+    # CAPE-Synth on a 2-core CPU (CapeFormer's quick shape): the official two encoders, each a genuine ImageNet
+    # MobileNetV2 cut at stride 16 and fine-tuned, 128² crops (features resized to 4x4 -> 32x32 heatmaps), deconv
+    # width 64 (DECONV_WIDTH), the official Adam 5e-4
     "quick": Preset("quick", iterations=800, batch_size=8, lr=5e-4, warmup_iters=50, milestones=(640,),
-                    input_size=128, backbone="mobilenetv2", freeze_backbone=True),
+                    input_size=128, backbone="mobilenetv2_s16"),
 }
 
 
