@@ -262,10 +262,8 @@ def run_and_report(cfg, console, show_progress: bool = True) -> int:
     runner = Runner(cfg, run_dir, console=console, show_progress=show_progress)
     outcomes = execute(runner)
     tables = score_run(run_dir)
-    extra = {}
-    for rec in runner.run.finished_cells():
-        extra[rec["method"]] = rec["info"]["extra_inputs"]
-    print_headline(console, tables["summary.csv"], tables["ceiling.csv"], extra_inputs=extra)
+    extra, reference = _cell_flags(runner.run.finished_cells())
+    print_headline(console, tables["summary.csv"], tables["ceiling.csv"], extra_inputs=extra, reference=reference)
     skipped = [o for o in outcomes if o.status.startswith("skipped")]
     if skipped:
         console.print(f"{len(skipped)} cells were finished earlier and not recomputed")
@@ -281,14 +279,26 @@ def run_and_report(cfg, console, show_progress: bool = True) -> int:
     return 0
 
 
+def _cell_flags(cells) -> tuple[dict[str, list[str]], set[str]]:
+    """Per method: the extra inputs its cells declare; and the methods that read the query ground truth."""
+    extra, reference = {}, set()
+    for rec in cells:
+        extra[rec["method"]] = rec["info"]["extra_inputs"]
+        if rec["info"].get("reads_query_ground_truth"):
+            reference.add(rec["method"])
+    return extra, reference
+
+
 def cmd_score(args) -> int:
     from rich.console import Console  # noqa: PLC0415
 
     from cape_bench.scoring import score_run  # noqa: PLC0415
+    from cape_bench.store import RunDir  # noqa: PLC0415
     from cape_bench.tables import print_headline  # noqa: PLC0415
 
     tables = score_run(args.run_dir)
-    print_headline(Console(), tables["summary.csv"], tables["ceiling.csv"])
+    extra, reference = _cell_flags(RunDir(args.run_dir).finished_cells())
+    print_headline(Console(), tables["summary.csv"], tables["ceiling.csv"], extra_inputs=extra, reference=reference)
     print(f"wrote {', '.join(tables)} in {args.run_dir}")
     return 0
 

@@ -409,6 +409,7 @@ class Runner:
                 "input_size": info.input_size,
                 "reads_text": info.reads_text,
                 "extra_inputs": list(info.extra_inputs),
+                "reads_query_ground_truth": info.reads_query_ground_truth,
                 "paper": info.paper,
             },
             "provenance": method.provenance(),

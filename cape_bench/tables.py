@@ -25,29 +25,36 @@ def headline(summary, ceiling=None, metric: str = "PCK@0.2"):
     return out
 
 
-def print_headline(console, summary, ceiling=None, metric: str = "PCK@0.2", extra_inputs=None) -> None:
-    """Print the headline tables with rich; best method per column in bold."""
+def print_headline(console, summary, ceiling=None, metric: str = "PCK@0.2", extra_inputs=None,
+                   reference=()) -> None:
+    """Print the headline tables with rich; best method per column in bold.
+
+    ``reference``: methods that read the query ground truth (``oracle``), shown dim and never bold.
+    """
     from rich.table import Table  # noqa: PLC0415
 
     extra_inputs = extra_inputs or {}
+    reference = set(reference)
     for shots, table in headline(summary, ceiling, metric).items():
         rich_table = Table(title=f"{metric} (%), {shots}-shot", title_justify="left")
         rich_table.add_column("method")
         for col in table.columns:
             rich_table.add_column(str(col), justify="right")
-        methods = [m for m in table.index if not m.startswith("(")]
+        methods = [m for m in table.index if not m.startswith("(") and m not in reference]
         best = {col: table.loc[methods, col].max() if methods else np.nan for col in table.columns}
         for method, row in table.iterrows():
-            name = method + (" †" if extra_inputs.get(method) else "")
+            name = method + (" †" if extra_inputs.get(method) else "") + (" ‡" if method in reference else "")
             cells = []
             for col, value in row.items():
                 text = "—" if np.isnan(value) else f"{value:.2f}"
                 if method in methods and len(methods) > 1 and value == best[col]:
                     text = f"[bold]{text}[/bold]"
                 cells.append(text)
-            style = "dim" if method.startswith("(") else None
+            style = "dim" if method.startswith("(") or method in reference else None
             rich_table.add_row(name, *cells, style=style)
         console.print(rich_table)
+    if reference & set(summary["method"]):
+        console.print("‡ reads the query's ground truth: a reference for the pipeline, not a CAPE method")
     flagged = sorted(m for m, v in extra_inputs.items() if v)
     if flagged:
         notes = "; ".join(f"{m}: {', '.join(extra_inputs[m])}" for m in flagged)

@@ -271,14 +271,16 @@ def test_tables_markdown_latex_csv(tiny_run):
     md = render_tables([tiny_run], "md")
     assert md.count("| Method | Backbone | Split 1 | Split 2 | Mean |") == 2
     assert "**PCK@0.2 (%), 1-shot**" in md and "**PCK@0.2 (%), 5-shot**" in md
-    assert "| oracle | — | **100.00** | **100.00** | **100.00** |" in md  # best per column in bold
+    # oracle reads the query ground truth: a reference row, never bold; with it left out, one method is not a race
+    assert "| oracle ‡ | — | 100.00 | 100.00 | 100.00 |" in md and "‡ reads the query's ground truth" in md
+    assert not [line for line in md.splitlines() if line.startswith("| ") and "**" in line]
     copy = summary.query("method == 'support-copy' and shots == 1").sort_values("split")["value"].to_numpy() * 100
     assert f"| support-copy | — | {copy[0]:.2f} | {copy[1]:.2f} | {copy.mean():.2f} |" in md
     assert md.count("| *protocol ceiling* | | *100.00* | *100.00* | *100.00* |") == 2  # beside every table
 
     tex = render_tables([tiny_run], "latex")
     assert tex.count("\\begin{tabular}{llrrr}") == 2 and "\\toprule" in tex
-    assert "oracle & --- & \\textbf{100.00} & \\textbf{100.00} & \\textbf{100.00} \\\\" in tex
+    assert "oracle$^\\ddagger$ & --- & 100.00 & 100.00 & 100.00 \\\\" in tex
     assert "**" not in tex
     assert tex.count("\\emph{protocol ceiling} &  & \\emph{100.00}") == 2
 
@@ -297,7 +299,7 @@ def test_tables_markdown_latex_csv(tiny_run):
 def test_tables_other_metric_and_bad_input(tiny_run):
     text = render_tables([tiny_run], "md", metric="EPE")
     assert "**EPE (px), 1-shot**" in text
-    assert "| oracle | — | **0.00** |" in text  # lower is better for EPE
+    assert "| oracle ‡ | — | 0.00 |" in text
     with pytest.raises(ReportError, match="metric 'PCK@0.3' is not in .* PCK@0.2"):
         render_tables([tiny_run], "md", metric="PCK@0.3")
     with pytest.raises(ReportError, match="unknown table format"):

@@ -315,8 +315,9 @@ def _probe_flags(meta: dict) -> tuple[str, list[str]]:
     """(text variant, labels of methods configured with a wrong-class-name probe) of a run."""
     config = meta.get("config") or {}
     variant = str((config.get("dataset") or {}).get("text_variant") or "regular")
+    ran = set((config.get("run") or {}).get("methods") or ())  # a configured but unused section changes nothing
     wrong = [label for label, section in (config.get("methods") or {}).items()
-             if isinstance(section, dict) and (section.get("options") or {}).get("wrong_class_name")]
+             if label in ran and isinstance(section, dict) and (section.get("options") or {}).get("wrong_class_name")]
     return variant, wrong
 
 

@@ -18,6 +18,7 @@ from cape_bench.report.runs import (
     comparability,
     extra_inputs_of,
     method_rows,
+    reads_ground_truth_of,
     text_encoder_of,
 )
 
@@ -52,6 +53,7 @@ class Row:
     extra_inputs: list[str]
     values: dict[int, float | None]
     ci: dict[int, tuple[float, float] | None] = field(default_factory=dict)
+    reference: bool = False  # reads the query ground truth (oracle): shown, never the best
 
     @property
     def mean(self) -> float | None:
@@ -74,7 +76,7 @@ class Block:
 
     def best(self, col) -> float | None:
         """The best value of a column among the method rows (None with fewer than two values)."""
-        values = [r.value(col) for r in self.rows if not is_missing(r.value(col))]
+        values = [r.value(col) for r in self.rows if not r.reference and not is_missing(r.value(col))]
         if len(values) < 2:
             return None
         return max(values) if self.metric.higher_is_better else min(values)
@@ -82,7 +84,7 @@ class Block:
     def is_best(self, row: Row, col) -> bool:
         best = self.best(col)
         value = row.value(col)
-        return best is not None and not is_missing(value) and math.isclose(value, best, rel_tol=0, abs_tol=1e-9)
+        return (best is not None and not row.reference and not is_missing(value) and math.isclose(value, best, rel_tol=0, abs_tol=1e-9))
 
 
 def headline_blocks(runs: list[RunData], metric: str = "PCK@0.2", with_intervals: bool = True) -> list[Block]:
@@ -115,6 +117,7 @@ def headline_blocks(runs: list[RunData], metric: str = "PCK@0.2", with_intervals
             rows.append(Row(
                 label=label, method=method, run=run, backbone=backbone_of(run, method),
                 extra_inputs=extra_inputs_of(run, method),
+                reference=reads_ground_truth_of(run, method),
                 values={s: lookup.get(k) for s, k in keys.items()},
                 ci={s: intervals.get(k) for s, k in keys.items()},
             ))
@@ -162,6 +165,7 @@ def build(runs: list[RunData], colors: dict[str, str]) -> dict:
     return {
         "blocks": blocks,
         "flagged": flagged,
+        "references": sorted({r.display[m] for r in runs for m in r.methods() if reads_ground_truth_of(r, m)}),
         "notes": notes,
         "no_published": no_published if dataset == "mp100" else [],
         "no_backbone": no_backbone,
@@ -178,7 +182,7 @@ def _method_row(block: Block, row: Row) -> dict:
     cells = [_cell(row.values[s], block.is_best(row, s), row.ci.get(s)) for s in block.splits]
     cells.append(_cell(row.mean, block.is_best(row, "mean")))
     return {"label": row.label, "method": row.method, "dagger": bool(row.extra_inputs), "backbone": row.backbone,
-            "cells": cells}
+            "reference": row.reference, "cells": cells}
 
 
 def _ceiling_rows(runs: list[RunData], block: Block) -> list[dict]:

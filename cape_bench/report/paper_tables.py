@@ -49,6 +49,9 @@ def render_tables(run_dirs: list[Path], fmt: str, metric: str = "PCK@0.2") -> st
         note = "; ".join(f"{label}: {what}" for label, what in flagged.items())
         parts.append(f"† uses input beyond the support set: {note}" if fmt == "md"
                      else f"% $^\\dagger$ uses input beyond the support set: {_tex(note)}")
+    if any(row.reference for block in blocks for row in block.rows):
+        parts.append("‡ reads the query's ground truth: a reference for the pipeline, never ranked" if fmt == "md"
+                     else "% $^\\ddagger$ reads the query's ground truth: a reference for the pipeline, never ranked")
     return "\n\n".join(parts) + "\n"
 
 
@@ -70,7 +73,7 @@ def _markdown(block: Block, ceilings: list[dict]) -> str:
     lines = [f"**{_title(block)}**", "", "| " + " | ".join(head) + " |",
              "|" + "|".join([":---", ":---"] + ["---:"] * (len(head) - 2)) + "|"]
     for row in block.rows:
-        cells = [row.label + (" †" if row.extra_inputs else ""), row.backbone]
+        cells = [row.label + (" †" if row.extra_inputs else "") + (" ‡" if row.reference else ""), row.backbone]
         for col in block.columns:
             text = _number(row.value(col)) or DASH
             cells.append(f"**{text}**" if block.is_best(row, col) else text)
@@ -98,7 +101,8 @@ def _latex(block: Block, ceilings: list[dict]) -> str:
         "\\midrule",
     ]
     for row in block.rows:
-        cells = [_tex(row.label) + ("$^\\dagger$" if row.extra_inputs else ""), _tex(row.backbone)]
+        cells = [_tex(row.label) + ("$^\\dagger$" if row.extra_inputs else "") + ("$^\\ddagger$" if row.reference
+                                                                              else ""), _tex(row.backbone)]
         for col in block.columns:
             text = _number(row.value(col)) or "---"
             cells.append(f"\\textbf{{{text}}}" if block.is_best(row, col) else text)

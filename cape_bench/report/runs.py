@@ -195,6 +195,11 @@ def text_encoder_of(run: RunData, method: str) -> str | None:
     return None
 
 
+def reads_ground_truth_of(run: RunData, method: str) -> bool:
+    """Whether the method's cells read the query ground truth (``oracle``: a reference, never "best")."""
+    return any((rec.get("info") or {}).get("reads_query_ground_truth") for rec in run.cells if rec["method"] == method)
+
+
 def extra_inputs_of(run: RunData, method: str) -> list[str]:
     """Inputs beyond the support set that the method's cells declare (``info.extra_inputs``)."""
     out: list[str] = []
