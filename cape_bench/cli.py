@@ -39,6 +39,16 @@ def _int_range_list(text: str) -> list[int]:
     return out
 
 
+def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
+    """The dataset flags ``run`` and ``train`` share (see :func:`_dataset_overrides`)."""
+    parser.add_argument("--dataset", choices=["cape-synth", "mp100"], help="dataset (default: cape-synth)")
+    parser.add_argument("--ann-dir", help="folder with mp100_split{k}_{train,val,test}.json")
+    parser.add_argument("--images", help="image root the annotation file names are relative to")
+    parser.add_argument("--descriptions", help="keypoint descriptions file (format of keypoint_descriptions.json); "
+                                               "text methods train and are evaluated on these")
+    parser.add_argument("--text-variant", choices=["regular", "synonyms", "translated", "typo"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cape-bench",
@@ -54,11 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override one config value, e.g. --set protocol.shots=[1] (repeatable)")
     run.add_argument("--methods", type=_csv_list, help="comma-separated method names (see `cape-bench ls methods`)")
-    run.add_argument("--dataset", choices=["cape-synth", "mp100"], help="dataset (default: cape-synth)")
-    run.add_argument("--ann-dir", help="folder with mp100_split{k}_{train,val,test}.json")
-    run.add_argument("--images", help="image root the annotation file names are relative to")
-    run.add_argument("--descriptions", help="keypoint descriptions file (format of keypoint_descriptions.json)")
-    run.add_argument("--text-variant", choices=["regular", "synonyms", "translated", "typo"])
+    _add_dataset_args(run)
     run.add_argument("--subset", choices=["test", "val"], help="test (200 episodes/category) or val (100)")
     run.add_argument("--categories", type=_csv_list, help="restrict to these category ids or names")
     run.add_argument("--splits", type=_int_range_list, help="e.g. 1-5 or 1,3")
@@ -86,11 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--preset", help="training preset (quick | official; default: bench.toml or the method's)")
     tr.add_argument("--backbone", help="backbone name (default: the preset's)")
     tr.add_argument("--iterations", type=int, help="override the preset's number of iterations")
-    tr.add_argument("--dataset", choices=["cape-synth", "mp100"], help="dataset (default: cape-synth)")
-    tr.add_argument("--ann-dir", help="folder with mp100_split{k}_{train,val,test}.json")
-    tr.add_argument("--images", help="image root the annotation file names are relative to")
-    tr.add_argument("--descriptions", help="keypoint descriptions file (text methods train on these)")
-    tr.add_argument("--text-variant", choices=["regular", "synonyms", "translated", "typo"])
+    _add_dataset_args(tr)
     tr.add_argument("--device", choices=["cpu", "cuda"])
     tr.set_defaults(func=cmd_train)
 

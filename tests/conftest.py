@@ -41,8 +41,10 @@ def mp100_ann_dir(shared_dir: Path) -> Path:
 
 
 def write_tiny_mp100(root: Path, *, splits=(1,), num_categories: int = 3, instances: int = 20, images: bool = False,
-                     image_size: int = 64, seed: int = 0) -> Path:
+                     image_size: int = 64, seed: int = 0, train: bool = False) -> Path:
     """A tiny MP-100-format dataset: ``root/annotations/mp100_split{k}_test.json`` (+ images).
+
+    ``train``: also write the same annotations as ``mp100_split{k}_train.json`` (methods that train need one).
 
     Each category is a random template of 4–6 keypoints placed by a random similarity transform,
     so every method has something to predict and ``oracle`` scores exactly 1.
@@ -96,8 +98,45 @@ def write_tiny_mp100(root: Path, *, splits=(1,), num_categories: int = 3, instan
     for split in splits:
         data = {"info": {"description": "tiny test set"}, "images": imgs, "annotations": anns,
                 "categories": categories}
-        (ann_dir / f"mp100_split{split}_test.json").write_text(json.dumps(data))
+        for subset in ("test", "train") if train else ("test",):
+            (ann_dir / f"mp100_split{split}_{subset}.json").write_text(json.dumps(data))
     return root
+
+
+#: CapeFormer's quick preset shrunk for tests: 2 iterations of a random-init ResNet-18 at 64 px
+TINY_TRAIN = {"iterations": 2, "batch_size": 2, "input_size": 64, "backbone": "resnet18", "freeze_backbone": False,
+              "log_every": 1}
+
+
+def write_tiny_config(path: Path, tiny: Path, *, runs: Path, cache: Path, methods=None, shots=(1,), train=None,
+                      run_extra: str = "", extra: str = "") -> Path:
+    """A bench.toml over a :func:`write_tiny_mp100` dataset: split 1, 2 episodes of 4 queries, and a
+    ``[methods.capeformer]`` trained with ``TINY_TRAIN`` (updated with ``train``)."""
+    import json
+
+    table = ", ".join(f"{k} = {json.dumps(v)}" for k, v in {**TINY_TRAIN, **(train or {})}.items())
+    listed = f"methods = {json.dumps(list(methods))}\n" if methods else ""
+    path.write_text(f"""
+[run]
+{listed}out_dir = "{runs}"
+{run_extra}
+[dataset]
+name = "mp100"
+ann_dir = "{tiny / 'annotations'}"
+image_root = "{tiny / 'images'}"
+[protocol]
+splits = [1]
+shots = {json.dumps(list(shots))}
+num_episodes = 2
+num_queries = 4
+[synth]
+cache_dir = "{cache}"
+[methods.capeformer]
+train = {{{table}}}
+options = {{backbone_weights = "random"}}
+{extra}
+""")
+    return path
 
 
 @pytest.fixture()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from cape_bench.cli import main
 from cape_bench.config import load_config
 from cape_bench.data.mp100 import load_annotation_set
 from cape_bench.runner import Runner
-from tests.conftest import write_tiny_mp100
+from tests.conftest import write_tiny_config, write_tiny_mp100
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,35 +41,13 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = write_tiny_mp100(tmp_path_factory.mktemp("scale"), num_categories=2, instances=12, images=True,
-                            image_size=72)
-    shutil.copy(root / "annotations" / "mp100_split1_test.json", root / "annotations" / "mp100_split1_train.json")
+                            image_size=72, train=True)
     return root
 
 
 def _config(tmp_path: Path, tiny: Path, cache: Path, methods=("support-copy", "oracle"), extra: str = "") -> Path:
-    path = tmp_path / "bench.toml"
-    path.write_text(f"""
-[run]
-methods = {json.dumps(list(methods))}
-out_dir = "{tmp_path / 'runs'}"
-report = false
-[dataset]
-name = "mp100"
-ann_dir = "{tiny / 'annotations'}"
-image_root = "{tiny / 'images'}"
-[protocol]
-splits = [1]
-shots = [1, 5]
-num_episodes = 2
-num_queries = 4
-[synth]
-cache_dir = "{cache}"
-[methods.capeformer]
-train = {{iterations = 2, batch_size = 2, input_size = 64, backbone = "resnet18", freeze_backbone = false, log_every = 1}}
-options = {{backbone_weights = "random"}}
-{extra}
-""")
-    return path
+    return write_tiny_config(tmp_path / "bench.toml", tiny, runs=tmp_path / "runs", cache=cache, methods=methods,
+                             shots=(1, 5), run_extra="report = false", extra=extra)
 
 
 def _cells(run_dir: Path) -> dict[str, int]:

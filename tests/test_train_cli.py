@@ -3,48 +3,25 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
 from baselines.common.trainer import Preset
 from cape_bench.cli import main
-from tests.conftest import write_tiny_mp100
+from tests.conftest import write_tiny_config, write_tiny_mp100
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = write_tiny_mp100(tmp_path_factory.mktemp("train"), num_categories=2, instances=12, images=True,
-                            image_size=72)
-    shutil.copy(root / "annotations" / "mp100_split1_test.json", root / "annotations" / "mp100_split1_train.json")
+                            image_size=72, train=True)
     return root
 
 
 def _config(tmp_path, tiny, **train) -> str:
     """A bench.toml: the tiny dataset, CapeFormer's quick preset shrunk to 2 iterations of a random ResNet-18."""
-    overrides = {"iterations": 2, "batch_size": 2, "input_size": 64, "backbone": "resnet18", "log_every": 1,
-                 "freeze_backbone": False, **train}
-    table = ", ".join(f"{k} = {json.dumps(v)}" for k, v in overrides.items())
-    path = tmp_path / "bench.toml"
-    path.write_text(f"""
-[run]
-out_dir = "{tmp_path / 'runs'}"
-[dataset]
-name = "mp100"
-ann_dir = "{tiny / 'annotations'}"
-image_root = "{tiny / 'images'}"
-[protocol]
-splits = [1]
-shots = [1]
-num_episodes = 2
-num_queries = 4
-[synth]
-cache_dir = "{tmp_path / 'cache'}"
-[methods.capeformer]
-train = {{{table}}}
-options = {{backbone_weights = "random"}}
-""")
-    return str(path)
+    return str(write_tiny_config(tmp_path / "bench.toml", tiny, runs=tmp_path / "runs", cache=tmp_path / "cache",
+                                 train=train))
 
 
 def _model_dirs(tmp_path):
