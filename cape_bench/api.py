@@ -193,6 +193,11 @@ class InstanceCachedMethod(Method, Protocol):
        whose features are not cached yet, in batches;
     3. per episode ``encode_support_cached(support, feats)``; per group of episodes of one category
        ``predict_cached(states, queries, feats, episode)``. Views given to these two carry no crops.
+
+    Optional: ``support_state_key(state) -> Hashable | None``. Two episodes whose states have equal keys give
+    every query the same prediction (CapeX and CapeNext: the support is the category's texts and a keypoint
+    mask, so the ~30 episodes a query appears in collapse to its few distinct masks); the harness then runs the
+    head once per distinct (query, key) pair. None, or no such member: every episode is distinct.
     """
 
     def instance_stages(self) -> dict[str, str]:

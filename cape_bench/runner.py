@@ -426,7 +426,8 @@ class Runner:
                      f"{timings['support_s']:.1f} s, predict {timings['predict_s']:.1f} s; prepare {prepare_s:.1f} s)")
         if cache_record.get("used"):
             self.log(f"{label}: {describe(cache_record)}; limit {cache_record['limit_mb']:,.0f} MB; "
-                     f"{cache_record['instances_computed']} instance stages computed for {len(manifest)} pairs")
+                     f"{cache_record['instances_computed']} instance stages computed for {len(manifest)} pairs; "
+                     f"the head ran on {cache_record['pairs_computed']} distinct (query, support state) pairs")
         return record
 
     # ------------------------------------------------------------------ the two loops
@@ -494,7 +495,8 @@ class Runner:
         def key(stage: str, obj: int) -> tuple:
             return (name, identity, split, stage, int(instances[obj].ann_id))
 
-        computed = 0
+        computed = pairs_computed = 0
+        state_keys = getattr(method, "support_state_key", None)  # optional: equal keys → equal predictions
         episodes = list(manifest.episode_slices())
         by_category = itertools.groupby(episodes, key=lambda e: int(manifest.category_id[e[1].start]))
         with self._progress(label, len(episodes)) as advance:
@@ -527,45 +529,66 @@ class Runner:
                         computed += len(chunk)
                         timings["data_s"] += t1 - t
                         timings["instance_s"] += t2 - t1
-                # 2. episodes in groups of about `batch` queries: supports once per episode, queries together
-                blocks: list[list[tuple[int, slice]]] = [[]]
+                # 2. a support state per episode; then each distinct (query, support state) pair once, the
+                # queries of several episodes per call. Episodes whose states a method declares equal
+                # (``support_state_key``: e.g. CapeX, whose support is the category's text and a keypoint mask)
+                # share their queries' predictions.
+                states, state_index, state_of_episode = [], {}, []
                 for ep, sl in group:
-                    if blocks[-1] and sum(b.stop - b.start for _, b in blocks[-1]) + (sl.stop - sl.start) > batch:
-                        blocks.append([])
-                    blocks[-1].append((ep, sl))
-                for block in blocks:
-                    states = []
-                    for _ep, sl in block:
-                        t = time.perf_counter()
-                        sup_ids = manifest.support_obj[sl.start]
-                        support = ann.view(sup_ids)
-                        s_feats = (cache.get_many([key(stages["support"], o) for o in sup_ids])
-                                   if "support" in stages else {})
-                        t1 = time.perf_counter()
-                        states.append(method.encode_support_cached(support, s_feats))
-                        timings["data_s"] += t1 - t
-                        timings["support_s"] += time.perf_counter() - t1
                     t = time.perf_counter()
-                    q_ids = np.concatenate([manifest.query_obj[sl] for _, sl in block])
-                    owner = np.concatenate([np.full(sl.stop - sl.start, j, np.int64)
-                                            for j, (_, sl) in enumerate(block)])
+                    sup_ids = manifest.support_obj[sl.start]
+                    support = ann.view(sup_ids)
+                    s_feats = (cache.get_many([key(stages["support"], o) for o in sup_ids])
+                               if "support" in stages else {})
+                    t1 = time.perf_counter()
+                    state = method.encode_support_cached(support, s_feats)
+                    timings["data_s"] += t1 - t
+                    timings["support_s"] += time.perf_counter() - t1
+                    state_key = state_keys(state) if state_keys else None
+                    index = state_index.setdefault(("episode", ep) if state_key is None else ("key", state_key),
+                                                   len(states))
+                    if index == len(states):
+                        states.append((ep, state))
+                    state_of_episode.append(index)
+                row_of: dict[tuple[int, int], int] = {}
+                rows_q: list[int] = []
+                rows_state: list[int] = []
+                pair_rows: list[np.ndarray] = []
+                for (ep, sl), index in zip(group, state_of_episode, strict=True):
+                    rows = []
+                    for q in manifest.query_obj[sl].tolist():
+                        row = row_of.setdefault((q, index), len(rows_q))
+                        if row == len(rows_q):
+                            rows_q.append(q)
+                            rows_state.append(index)
+                        rows.append(row)
+                    pair_rows.append(np.asarray(rows, dtype=np.int64))
+                pairs_computed += len(rows_q)
+                k = ann.categories[int(manifest.category_id[group[0][1].start])].num_keypoints
+                out_rows = np.empty((len(rows_q), k, 2), dtype=np.float32)
+                for start in range(0, len(rows_q), batch):
+                    t = time.perf_counter()
+                    q_ids = np.asarray(rows_q[start : start + batch])
+                    used = sorted(set(rows_state[start : start + batch]))
+                    local = {s: j for j, s in enumerate(used)}
+                    owner = np.asarray([local[s] for s in rows_state[start : start + batch]], dtype=np.int64)
                     queries = ann.view(q_ids, with_ground_truth=info.reads_query_ground_truth)
                     q_feats = cache.get_many([key(stages["query"], o) for o in q_ids]) if "query" in stages else {}
                     t1 = time.perf_counter()
-                    out = np.asarray(method.predict_cached(states, queries, q_feats, owner))
+                    out = np.asarray(method.predict_cached([states[s][1] for s in used], queries, q_feats, owner))
                     t2 = time.perf_counter()
                     timings["data_s"] += t1 - t
                     timings["predict_s"] += t2 - t1
-                    k = queries.category.num_keypoints
-                    if out.shape != (len(q_ids), k, 2):
-                        self._check_output(out, (len(q_ids), k, 2), block[0][0], queries.category.name, queries.ann_ids)
-                    for j, (ep, sl) in enumerate(block):
-                        rows = owner == j
-                        self._check_output(out[rows], (sl.stop - sl.start, k, 2), ep, queries.category.name,
-                                           queries.ann_ids[rows])
-                        for r, p in zip(out[rows], range(sl.start, sl.stop), strict=True):
-                            preds[p] = r
-                        advance()
+                    bad = 0 if out.shape != (len(q_ids), k, 2) else next(
+                        (j for j in range(len(q_ids)) if not np.isfinite(out[j]).all()), None)
+                    if bad is not None:  # name the (first) episode the failing query belongs to
+                        self._check_output(out, (len(q_ids), k, 2), states[used[owner[bad]]][0],
+                                           queries.category.name, queries.ann_ids)
+                    out_rows[start : start + len(q_ids)] = out
+                for (ep, sl), rows in zip(group, pair_rows, strict=True):
+                    for p, row in zip(range(sl.start, sl.stop), rows, strict=True):
+                        preds[p] = out_rows[row]
+                    advance()
         after = cache.stats.as_dict()
         delta = {c: after[c] - before[c] for c in ("hits_memory", "hits_disk", "misses", "puts", "spills", "evictions",
                                                      "bytes_read_disk", "bytes_written_disk")}
@@ -575,6 +598,7 @@ class Runner:
             "stages": stages,
             "limit_mb": cache.max_bytes / MB,
             "instances_computed": computed,
+            "pairs_computed": pairs_computed,  # distinct (query, support state) pairs the head ran on
             **delta,
             "hit_rate": (delta["hits_memory"] + delta["hits_disk"]) / lookups if lookups else None,
             "memory_bytes": after["memory_bytes"], "memory_entries": after["memory_entries"],

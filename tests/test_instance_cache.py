@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -102,8 +101,7 @@ def tiny(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = write_tiny_mp100(tmp_path_factory.mktemp("instance_cache"), num_categories=2, instances=14, images=True,
-                            image_size=80)
-    shutil.copy(root / "annotations" / "mp100_split1_test.json", root / "annotations" / "mp100_split1_train.json")
+                            image_size=80, train=True)
     yield root
     torch.set_num_threads(threads)
 
@@ -135,7 +133,7 @@ def _tiny_preset(name, monkeypatch):
     return cls
 
 
-def _run(tiny, tmp_path, name, tag, cache_mb, shots=(1, 3), batch_size=0):
+def _run(tiny, tmp_path, name, tag, cache_mb, shots=(1, 3), batch_size=0, episodes=3):
     from rich.console import Console
 
     from cape_bench.config import load_config
@@ -143,7 +141,7 @@ def _run(tiny, tmp_path, name, tag, cache_mb, shots=(1, 3), batch_size=0):
 
     put = [f'dataset.name="mp100"', f'dataset.ann_dir="{tiny / "annotations"}"',
            f'dataset.image_root="{tiny / "images"}"', "protocol.splits=[1]", f"protocol.shots={list(shots)}",
-           "protocol.num_episodes=3", "protocol.num_queries=4", f'run.methods=["{name}"]', "run.report=false",
+           f"protocol.num_episodes={episodes}", "protocol.num_queries=4", f'run.methods=["{name}"]', "run.report=false",
            f"run.feature_cache_mb={cache_mb}", f'synth.cache_dir="{tmp_path / "cache"}"']
     if name in TORCH_METHODS:
         put += [f'methods.{name}.preset="cache-tiny"', f'methods.{name}.options={{backbone_weights="random"}}']
@@ -188,6 +186,30 @@ def test_cached_loop_equals_uncached_loop(name, tiny, tmp_path, monkeypatch):
         assert 0 < fc["hit_rate"] <= 1 and 0 < fc["memory_bytes"] <= fc["peak_memory_bytes"] <= 64 * MB
         fc = json.loads(spilling.cell(name, 1, shots).read_text())["feature_cache"]
         assert fc["spills"] > 0 and fc["hits_disk"] > 0 and fc["peak_memory_bytes"] <= 0.05 * MB
+
+
+@pytest.mark.parametrize("name", ["capex", "capenext"])
+def test_equal_support_states_share_their_queries_predictions(name, tiny, tmp_path, monkeypatch):
+    """Text methods: a query's prediction depends on the support only through the category and the keypoint mask,
+    so with 12 episodes per category (queries recur) the head runs on fewer pairs — and predicts the same."""
+    import pandas as pd
+
+    _tiny_preset(name, monkeypatch)
+    plain = _run(tiny, tmp_path, name, "plain", 0, shots=(1,), episodes=12)
+    cached = _run(tiny, tmp_path, name, "cached", 64, shots=(1,), episodes=12)
+    fc = json.loads(cached.cell(name, 1, 1).read_text())["feature_cache"]
+    pairs = 2 * 12 * 4
+    assert 0 < fc["pairs_computed"] < pairs * 0.8, fc["pairs_computed"]
+    ref = pd.read_parquet(plain.predictions(name, 1, 1))
+    got = pd.read_parquet(cached.predictions(name, 1, 1))
+    assert len(got) == len(ref) and got[["pair", "kpt"]].equals(ref[["pair", "kpt"]])
+    assert np.abs(got[["pred_x", "pred_y"]].to_numpy() - ref[["pred_x", "pred_y"]].to_numpy()).max() <= ATOL_PX
+
+
+def test_support_image_methods_never_share_predictions(tiny, tmp_path, monkeypatch):
+    _tiny_preset("capeformer", monkeypatch)
+    run = _run(tiny, tmp_path, "capeformer", "cf", 64, shots=(1,), episodes=12)
+    assert json.loads(run.cell("capeformer", 1, 1).read_text())["feature_cache"]["pairs_computed"] == 2 * 12 * 4
 
 
 def _prepared(name, tiny, tmp_path, monkeypatch):

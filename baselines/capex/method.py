@@ -306,6 +306,12 @@ class TextMethod(TorchMethod):
                                 skeleton=np.asarray(support.category.skeleton, dtype=np.int64).reshape(-1, 2),
                                 support_ann_ids=np.asarray(support.ann_ids))
 
+    def support_state_key(self, state: TextSupportState) -> tuple:
+        """Supports with equal keys give every query the same prediction: the support is the category's texts
+        and the support keypoint mask, nothing of the support instance else (the harness then runs each
+        distinct (query, key) pair once)."""
+        return (state.category.id, state.mask.detach().cpu().numpy().tobytes())
+
     # ------------------------------------------------------------------ per-instance stages
     def instance_stages(self) -> dict[str, str]:
         """Only the query image is read (support pixels never are): one stage, ``"image"``, for the query role."""
