@@ -218,8 +218,8 @@ def test_official_presets():
             1e-5, 1000, 200, (160, 180), 16, 256, "swinv2_tiny")
         assert not p.freeze_backbone and official.text_encoder_name == text and official.sigma == 1.0
         quick = cls()
-        assert (quick.preset.input_size, quick.preset.backbone, quick.preset.freeze_backbone) == (128, "mobilenetv2",
-                                                                                                 True)
+        assert (quick.preset.input_size, quick.preset.backbone, quick.preset.freeze_backbone) == (
+            128, "mobilenetv2_s16", False)
         assert quick.text_encoder_name == te.MINILM and quick.feature_size() == 8
     with pytest.raises(ValueError, match="unknown option"):
         CapeX(use_query_image=False)  # a CapeNext option is a typo for CapeX
