@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -214,9 +215,9 @@ class CapeNext(TextMethod):
     inference_options = TextMethod.inference_options + ("wrong_class_name", "wrong_class_pool")
 
     def __init__(self, checkpoint: str = "", preset: str = "quick", backbone: str = "", batch_size: int = 0,
-                 text_encoder: str = "", **options: Any) -> None:
+                 text_encoder: str = "", train: Mapping[str, Any] | None = None, **options: Any) -> None:
         super().__init__(checkpoint=checkpoint, preset=preset, backbone=backbone, batch_size=batch_size,
-                         text_encoder=text_encoder, **options)
+                         text_encoder=text_encoder, train=train, **options)
         self.use_category_text = bool(self.options.get("use_category_text", True))
         self.use_query_image = bool(self.options.get("use_query_image", True))
         FuseConfig(use_category_text=self.use_category_text, use_query_image=self.use_query_image)  # validates

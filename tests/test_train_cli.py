@@ -79,3 +79,12 @@ def test_preset_overrides_are_type_checked():
                 {"milestones": 3}, {"name": "other"}):
         with pytest.raises(ValueError, match="train\\."):
             base.with_overrides(bad)
+
+
+@pytest.mark.parametrize("name", ["pomnet", "capeformer", "graphcape", "capex", "capenext"])
+def test_every_trainable_method_takes_preset_overrides(name):
+    from cape_bench import registry
+
+    method = registry.load_method_class(name)(train={"iterations": 3, "lr": 2e-4})
+    assert (method.preset.iterations, method.preset.lr, method.preset.name) == (3, 2e-4, "quick")
+    assert method.trainable

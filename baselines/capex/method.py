@@ -27,6 +27,7 @@ trainer loads it (keypoint names, ``_`` → space), not CapeX's curated ``regula
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,13 +220,14 @@ class TextMethod(TorchMethod):
     inference_options: tuple[str, ...] = ("support_mask",)
 
     def __init__(self, checkpoint: str = "", preset: str = "quick", backbone: str = "", batch_size: int = 0,
-                 text_encoder: str = "", **options: Any) -> None:
+                 text_encoder: str = "", train: Mapping[str, Any] | None = None, **options: Any) -> None:
         unknown = set(options) - set(self.training_options) - set(self.inference_options)
         if unknown:
             raise ValueError(f"{self.info.name}: unknown option(s) {sorted(unknown)}; known: "
                              f"{sorted(self.training_options + self.inference_options)}")
         self.run_options = {k: options.pop(k) for k in list(options) if k in self.inference_options}
-        super().__init__(checkpoint=checkpoint, preset=preset, backbone=backbone, batch_size=batch_size, **options)
+        super().__init__(checkpoint=checkpoint, preset=preset, backbone=backbone, batch_size=batch_size, train=train,
+                         **options)
         self.text_encoder_name = text_encoder or self.text_encoders.get(self.preset.name, te.MINILM)
         self.support_mask_mode = self.run_options.get("support_mask", "shot0")
         if self.support_mask_mode not in SUPPORT_MASKS:
