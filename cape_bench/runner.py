@@ -579,11 +579,12 @@ class Runner:
                     t2 = time.perf_counter()
                     timings["data_s"] += t1 - t
                     timings["predict_s"] += t2 - t1
-                    bad = 0 if out.shape != (len(q_ids), k, 2) else next(
-                        (j for j in range(len(q_ids)) if not np.isfinite(out[j]).all()), None)
-                    if bad is not None:  # name the (first) episode the failing query belongs to
-                        self._check_output(out, (len(q_ids), k, 2), states[used[owner[bad]]][0],
-                                           queries.category.name, queries.ann_ids)
+                    expected = (len(q_ids), k, 2)
+                    finite = np.isfinite(out).all(axis=(1, 2)) if out.shape == expected else None
+                    if finite is None or not finite.all():  # name the episode of the (first) failing query
+                        row = 0 if finite is None else int(np.flatnonzero(~finite)[0])
+                        self._check_output(out, expected, states[used[owner[row]]][0], queries.category.name,
+                                           queries.ann_ids)
                     out_rows[start : start + len(q_ids)] = out
                 for (ep, sl), rows in zip(group, pair_rows, strict=True):
                     for p, row in zip(range(sl.start, sl.stop), rows, strict=True):

@@ -212,6 +212,40 @@ def test_support_image_methods_never_share_predictions(tiny, tmp_path, monkeypat
     assert json.loads(run.cell("capeformer", 1, 1).read_text())["feature_cache"]["pairs_computed"] == 2 * 12 * 4
 
 
+@pytest.mark.parametrize("fault", ["nan", "shape"])
+def test_bad_cached_predictions_name_episode_and_query(fault, tiny, tmp_path, monkeypatch):
+    """The cached loop checks each predict call like the per-episode loop: the cell fails with the episode named."""
+    from rich.console import Console
+
+    from cape_bench.config import load_config
+    from cape_bench.runner import Runner
+
+    cls = _tiny_preset("capeformer", monkeypatch)
+    original = cls.predict_cached
+
+    def faulty(self, states, queries, feats, episode):
+        out = np.array(original(self, states, queries, feats, episode))
+        if fault == "nan":
+            out[-1, 0, 0] = np.nan
+            return out
+        return out[:, :-1]
+
+    monkeypatch.setattr(cls, "predict_cached", faulty)
+    cfg = load_config(None, [f'dataset.name="mp100"', f'dataset.ann_dir="{tiny / "annotations"}"',
+                             f'dataset.image_root="{tiny / "images"}"', "protocol.splits=[1]", "protocol.shots=[1]",
+                             "protocol.num_episodes=3", "protocol.num_queries=4", 'run.methods=["capeformer"]',
+                             "run.report=false", f'synth.cache_dir="{tmp_path / "cache"}"',
+                             'methods.capeformer.preset="cache-tiny"',
+                             'methods.capeformer.options={backbone_weights="random"}'])
+    (outcome,) = Runner(cfg, tmp_path / "run", console=Console(file=open(tmp_path / "log", "w")),
+                        show_progress=False).execute()
+    assert outcome.status == "failed"
+    if fault == "nan":
+        assert "non-finite prediction for query annotation" in outcome.error and "episode " in outcome.error
+    else:
+        assert "predict returned shape" in outcome.error and "episode " in outcome.error
+
+
 def _prepared(name, tiny, tmp_path, monkeypatch):
     from cape_bench.data.mp100 import load_annotation_set
 
