@@ -160,23 +160,22 @@ class TorchMethod:
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
         out_dir = Path(ctx.cache_dir) / "models" / self.info.name / f"split{ctx.split}-{self.preset.name}-{digest}"
         reused = (out_dir / "model.safetensors").exists()
+        changed = "".join(f", {k}={v}" for k, v in self.preset_overrides.items())
         if not reused:
-            changed = "".join(f", {k}={v}" for k, v in self.preset_overrides.items())
             ctx.log(f"{self.info.name}: training split {ctx.split} with preset '{self.preset.name}'{changed} "
                     f"({self.preset.iterations} iterations, batch {self.preset.batch_size}) → {out_dir}")
         stream = EpisodeStream(ann, ctx.image_root, self.train_shots, self.preset, self.sigma, ctx.seed,
                                pad_to=self.pad_to)
         from cape_bench.runner import git_state  # noqa: PLC0415
 
+        # train() loads the weights into self.model whether it trains them or finds them trained
         result = train(self.model, stream, self.preset, out_dir, device=ctx.device, log=ctx.log,
                        meta={**ident, "split": ctx.split, "train_file": str(train_file), "git": git_state()})
         if reused:
-            load_checkpoint(self.model, result.checkpoint)
             ctx.log(f"{self.info.name}: reusing the model trained earlier: {out_dir}")
         return {
             "checkpoint": str(result.checkpoint),
-            "trained": f"here with preset '{self.preset.name}' ({self.preset.iterations} iterations"
-                       + "".join(f", {k}={v}" for k, v in self.preset_overrides.items()) + ")",
+            "trained": f"here with preset '{self.preset.name}' ({self.preset.iterations} iterations{changed})",
             "train_seconds": result.meta.get("train_seconds_this_session"),
             "final_loss": result.meta.get("final_loss"),
         }
