@@ -17,6 +17,7 @@ ENTRY_POINT_GROUP = "cape_bench.methods"
 # name → "module:attr"; the module is imported only when the method is used.
 BUILTIN_METHODS: dict[str, str] = {
     "support-copy": "cape_bench.methods.reference:SupportCopy",
+    "text-prior": "cape_bench.methods.reference:TextPrior",
     "oracle": "cape_bench.methods.reference:Oracle",
     "pomnet": "baselines.pomnet.method:POMNet",
     "capeformer": "baselines.capeformer.method:CapeFormer",

@@ -86,11 +86,13 @@ class CapeNextModel(TextPoseModel):
         encode_text: cached frozen text tower.
         embed_image: float32[B, 3, S, S] ImageNet-normalised crops → float32[B, D] unit rows (frozen), or None
             without the image branch.
+        text_scale: factor on the unit-norm ``e_joint`` rows on entry to the fusion module (see
+            ``baselines.capex.method.TEXT_SCALES``).
     """
 
     def __init__(self, backbone: nn.Module, head: CapeNextHead, feature_size: int | None, encode_text,
-                 embed_image) -> None:
-        super().__init__(backbone, feature_size, encode_text)
+                 embed_image, text_scale: float = 1.0) -> None:
+        super().__init__(backbone, feature_size, encode_text, text_scale)
         self.head = head
         self.embed_image = embed_image
 
@@ -285,7 +287,8 @@ class CapeNext(TextMethod):
             torch.manual_seed(self._seed)
             head = CapeNextHead(fuse_cfg, self.head_config(channels))
             head.keypoint_head.init_weights()  # official PoseHead.init_weights; the module keeps torch defaults
-        return CapeNextModel(backbone, head, self.feature_size(), self.text.encode, self._image_call)
+        return CapeNextModel(backbone, head, self.feature_size(), self.text.encode, self._image_call,
+                             self.text_scale())
 
     def fuse_config(self) -> FuseConfig:
         """Official module sizes (8 heads, FFN 4·D, dropout 0.1) at the running text encoder's width D."""

@@ -62,6 +62,13 @@ FEATURE_SIZES: dict[str, int | None] = {"official": None, "quick": 8}
 #: preset → default text encoder.
 TEXT_ENCODERS: dict[str, str] = {"official": te.GTE, "quick": te.MINILM}
 
+#: preset → text-token scale (option ``text_scale``): the unit-norm keypoint-text rows are multiplied by it before
+#: they enter the model (CapeX: the head's ``text_proj``; CapeNext: the fusion module). ``"sqrt_dim"`` = √D of the
+#: text encoder that runs. The official code feeds unit rows (scale 1) beside image tokens of norm ≈ 7 and sine
+#: positions of norm ≈ 11, so the first encoder layer all but erases which keypoint a token stands for (support
+#: tokens' pairwise cosine 0.54 → 0.99); the quick presets restore a token norm comparable to the image tokens'.
+TEXT_SCALES: dict[str, float | str] = {"official": 1.0, "quick": "sqrt_dim"}
+
 SUPPORT_MASKS = ("shot0", "product")
 
 
@@ -118,13 +125,15 @@ class TextPoseModel(nn.Module):
         backbone: image → float32[B, C, h, w] feature map.
         feature_size: side the feature map is bilinearly resized to, or None to keep it.
         encode_text: N strings → float32[N, D] (the cached frozen encoder's ``encode``).
+        text_scale: factor on the unit-norm keypoint-text rows (1.0 = official; see :data:`TEXT_SCALES`).
     """
 
-    def __init__(self, backbone: nn.Module, feature_size: int | None, encode_text) -> None:
+    def __init__(self, backbone: nn.Module, feature_size: int | None, encode_text, text_scale: float = 1.0) -> None:
         super().__init__()
         self.backbone = backbone
         self.feature_size = feature_size
         self.encode_text = encode_text  # a plain callable, not a sub-module: frozen, never saved
+        self.text_scale = float(text_scale)  # multiplies the unit-norm e_joint rows (see TEXT_SCALES)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """float32[B, 3, S, S] ImageNet-normalised crops → float32[B, C, h, w] query features."""
@@ -135,21 +144,23 @@ class TextPoseModel(nn.Module):
         return feats
 
     def joint_embeddings(self, descriptions, mask: torch.Tensor) -> torch.Tensor:
-        """``e_joint`` float32[B, K, D] on ``mask``'s device (official ``extract_text_features``).
+        """``e_joint`` float32[B, K, D] on ``mask``'s device (official ``extract_text_features``), × ``text_scale``.
 
         Args:
             descriptions: B lists of keypoint texts.
             mask: float[B, K] support mask (slots beyond a sample's keypoints must be 0).
         """
         with torch.no_grad():  # frozen encoder, official set_grad_enabled(False)
-            return joint_text_embeddings(descriptions, mask, self.encode_text).to(mask.device)
+            e_joint = joint_text_embeddings(descriptions, mask, self.encode_text).to(mask.device)
+        return e_joint if self.text_scale == 1.0 else e_joint * self.text_scale
 
 
 class CapeXModel(TextPoseModel):
     """CapeX: backbone + :class:`CapeXHead` (state-dict keys ``backbone.*``, ``keypoint_head.*`` as officially)."""
 
-    def __init__(self, backbone: nn.Module, keypoint_head: CapeXHead, feature_size: int | None, encode_text) -> None:
-        super().__init__(backbone, feature_size, encode_text)
+    def __init__(self, backbone: nn.Module, keypoint_head: CapeXHead, feature_size: int | None, encode_text,
+                 text_scale: float = 1.0) -> None:
+        super().__init__(backbone, feature_size, encode_text, text_scale)
         self.keypoint_head = keypoint_head
 
     def training_losses(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -206,6 +217,7 @@ class TextMethod(TorchMethod):
         text_encoder: text encoder name (default: the preset's; see :data:`TEXT_ENCODERS`).
         **options: ``backbone_weights`` (None = auto, ``"random"``, or a file), ``feature_size`` (int),
             ``allow_random_encoders`` (bool, tests only), ``encoder_fallback`` (bool, default True),
+            ``text_scale`` (a number, or ``"sqrt_dim"``; default per preset, :data:`TEXT_SCALES`),
             ``support_mask`` (``"shot0"`` official / ``"product"``), plus subclass options.
     """
 
@@ -216,7 +228,8 @@ class TextMethod(TorchMethod):
     pad_to = None  # zero support order: the slot count does not change any output, so batches pad to their max K
     #: options that change the trained weights (part of the cached-model digest); the others are inference-only
     training_options: tuple[str, ...] = ("backbone_weights", "feature_size", "allow_random_encoders",
-                                         "encoder_fallback")
+                                         "encoder_fallback", "text_scale")
+    text_scales: dict[str, float | str] = TEXT_SCALES
     inference_options: tuple[str, ...] = ("support_mask",)
 
     def __init__(self, checkpoint: str = "", preset: str = "quick", backbone: str = "", batch_size: int = 0,
@@ -263,8 +276,26 @@ class TextMethod(TorchMethod):
 
     def training_identity(self) -> dict[str, Any]:
         # the cached-model digest changes with the encoder that actually ran (a MiniLM fallback and genuine gte
-        # give different heads)
-        return {"_encoders": self.encoder_identity()}
+        # give different heads) and with the text-token scale it resolved to
+        return {"_encoders": self.encoder_identity(), "_text_scale": self.text_scale()}
+
+    def text_scale(self) -> float:
+        """The factor on the unit-norm keypoint-text rows: the ``text_scale`` option, else the preset's
+        (:data:`TEXT_SCALES`); ``"sqrt_dim"`` resolves to √D of the text encoder that runs (needs it loaded)."""
+        value = self.options.get("text_scale", self.text_scales.get(self.preset.name, 1.0))
+        if value == "sqrt_dim":
+            if self.text is None:
+                raise RuntimeError(f"{self.info.name}: text_scale 'sqrt_dim' needs the text encoder loaded")
+            return float(np.sqrt(self.text.dim))
+        try:
+            scale = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.info.name}: option text_scale must be a positive number or 'sqrt_dim', "
+                             f"got {value!r}") from None
+        if not np.isfinite(scale) or scale <= 0:
+            raise ValueError(f"{self.info.name}: option text_scale must be a positive number or 'sqrt_dim', "
+                             f"got {value!r}")
+        return scale
 
     def build_backbone(self) -> tuple[nn.Module, int]:
         """The image backbone and its channel count; records its provenance."""
@@ -332,6 +363,9 @@ class TextMethod(TorchMethod):
             out["backbone_weights"] = info.weights
         if self.text is not None:
             out["text_encoder"] = {**self.text.provenance(), **self._text_prov}
+        if self.text is not None:
+            requested = self.options.get("text_scale", self.text_scales.get(self.preset.name, 1.0))
+            out["text_scale"] = {"value": round(self.text_scale(), 4), "rule": str(requested)}
         out["support_mask"] = ("shot 0 target weight (official capex.py mask_s = target_weight_s[0])"
                                if self.support_mask_mode == "shot0" else "product over shots")
         out["preset"] = self.preset.name
@@ -352,7 +386,7 @@ class CapeX(TextMethod):
             torch.manual_seed(self._seed)
             head = CapeXHead(self.head_config(channels))
             head.init_weights()  # official PoseHead.init_weights (xavier, zeroed last kpt_branch layers)
-        return CapeXModel(backbone, head, self.feature_size(), self.text.encode)
+        return CapeXModel(backbone, head, self.feature_size(), self.text.encode, self.text_scale())
 
     def predict_normalized(self, state: TextSupportState, crops: torch.Tensor, queries: InstanceView) -> torch.Tensor:
         """float32[Q, K, 2] normalised crop coords for query crops float32[Q, 3, H, W]."""

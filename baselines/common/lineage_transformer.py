@@ -459,13 +459,17 @@ class Decoder(nn.Module):
             outs_dec: float32[L, K, B, E] ``norm``-ed output of every layer.
             out_points: list of L + 1 float32[B, K, 2]: initial proposals (detached) and the
                 reference point after each layer (updated from the *un-normalised* output,
-                spec §9 quirk 2).
+                spec §9 quirk 2). Gradients as officially (``TransformerDecoder.forward``): the
+                reference points are detached between layers, layer 0's positional query is not.
         """
         coords = initial_proposals.detach()
         out_points = [coords]
         intermediate = []
         for lidx, layer in enumerate(self.layers):
-            query_pos = self.ref_point_head(sine_coord_embedding(coords, self.num_feats).transpose(0, 1))
+            # Official: layer 0's positional query comes from the proposals *with* their gradient (the decoder's
+            # losses reach the proposal generator through it); later layers use the detached reference points.
+            ref = initial_proposals if lidx == 0 else coords
+            query_pos = self.ref_point_head(sine_coord_embedding(ref, self.num_feats).transpose(0, 1))
             tgt = layer(tgt, memory, query_pos + support_order_pos, memory_pos, tgt_key_padding_mask, adj)
             intermediate.append(self.norm(tgt))
             new_coords = (inverse_sigmoid(coords) + kpt_branch[lidx](tgt.transpose(0, 1))).sigmoid()

@@ -30,7 +30,7 @@ from cape_bench.api import InstanceView, MethodInfo, RunContext
 from cape_bench.data.geometry import crop_to_image, image_to_crop
 from cape_bench.data.mp100 import load_annotation_set, load_descriptions, split_file
 
-TRAINING_CODE_VERSION = "train-1"  # bump when training semantics change (invalidates cached models)
+TRAINING_CODE_VERSION = "train-2"  # bump when training semantics change (invalidates cached models)
 
 
 class TorchMethod:
