@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 import types
 import typing
@@ -42,6 +43,15 @@ class RunSection:
     cell_resources: dict[str, Any] = field(default_factory=dict)  # ray: per method label, e.g. {capex = {gpus = 1}}
     cell_retries: int = 1  # ray: times a cell whose worker process died is submitted again
 
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"run.device: {self.device!r} is not a device here; use cpu, cuda or cuda:N")
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"run.executor: {self.executor!r}; use local or ray")
+        for key in ("feature_cache_mb", "cpus_per_cell", "gpus_per_cell", "cell_retries"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"run.{key}: {getattr(self, key)!r} must not be negative")
+
 
 # [run] keys that say where and how cells run, not what they compute: left out of the config hash, so a run
 # started locally can be resumed on a Ray cluster and the other way round
@@ -69,7 +79,23 @@ class ProtocolSection:
     shots: tuple[int, ...] = (1, 5)
     num_episodes: int = 0  # per category; 0 → official (200 test, 100 val)
     num_queries: int = 15
-    pck_thresholds: tuple[float, ...] = (0.05, 0.10, 0.15, 0.20, 0.25)
+    pck_thresholds: tuple[float, ...] = (0.05, 0.10, 0.15, 0.20, 0.25)  # scored; mPCK averages these
+
+    def __post_init__(self) -> None:
+        bad_splits = [s for s in self.splits if s not in range(1, 6)]
+        if not self.splits or bad_splits:
+            raise ConfigError(f"protocol.splits: {list(self.splits)!r}; MP-100 splits are 1..5")
+        if not self.shots or any(s < 1 for s in self.shots):
+            raise ConfigError(f"protocol.shots: {list(self.shots)!r}; each shot count must be at least 1")
+        if self.num_episodes < 0:
+            raise ConfigError(f"protocol.num_episodes: {self.num_episodes}; 0 = official, else a positive count")
+        if self.num_queries < 1:
+            raise ConfigError(f"protocol.num_queries: {self.num_queries}; at least 1 query per episode")
+        thresholds = self.pck_thresholds
+        if not thresholds or any(not 0 < t <= 1 for t in thresholds) or len(set(thresholds)) != len(thresholds):
+            raise ConfigError(f"protocol.pck_thresholds: {list(thresholds)!r}; distinct values in (0, 1]")
+        if 0.2 not in thresholds:
+            raise ConfigError(f"protocol.pck_thresholds: {list(thresholds)!r} must include 0.2 (the headline PCK)")
 
 
 @dataclass(frozen=True)

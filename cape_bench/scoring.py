@@ -57,8 +57,11 @@ def cell_arrays(frame) -> CellArrays:
     )
 
 
-def score_run(run_dir, thresholds=pck.PCK_THRESHOLDS, *, bootstrap_reps: int = 1000, analysis: bool = True) -> dict:
+def score_run(run_dir, thresholds=None, *, bootstrap_reps: int = 1000, analysis: bool = True) -> dict:
     """Score every finished cell of a run; returns the tables as pandas DataFrames.
+
+    ``thresholds``: the PCK thresholds scored (and averaged into mPCK); None = the run's own
+    ``protocol.pck_thresholds`` from ``run.json`` (the official five when it records none).
 
     With ``analysis`` the error analysis (:mod:`cape_bench.analysis`: error taxonomy, polysemy,
     intra-category variation) is written to ``RUN_DIR/analysis/`` as well.
@@ -66,7 +69,9 @@ def score_run(run_dir, thresholds=pck.PCK_THRESHOLDS, *, bootstrap_reps: int = 1
     import pandas as pd  # noqa: PLC0415
 
     run = RunDir(run_dir)
-    run.read_run_json()  # fails clearly when this is not a run directory
+    record = run.read_run_json()  # fails clearly when this is not a run directory
+    if thresholds is None:
+        thresholds = tuple(record.get("config", {}).get("protocol", {}).get("pck_thresholds", pck.PCK_THRESHOLDS))
     names = _category_names(run)
     summary, intervals, ceiling, per_cat, per_kpt = [], [], [], [], []
     for rec in run.finished_cells():

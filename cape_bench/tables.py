@@ -59,3 +59,30 @@ def print_headline(console, summary, ceiling=None, metric: str = "PCK@0.2", extr
     if flagged:
         notes = "; ".join(f"{m}: {', '.join(extra_inputs[m])}" for m in flagged)
         console.print(f"† uses extra input — {notes}")
+    for line in rank_agreement_lines(summary, metric):
+        console.print(line)
+
+
+def rank_agreement_lines(summary, metric: str = "PCK@0.2") -> list[str]:
+    """One line per (shots, split) cell where at least three of the published methods ran: Kendall τ between
+    their order here and the published MP-100 order (each method's official configuration), and the pairs
+    ranked the other way round."""
+    from cape_bench.metrics.ranking import inverted_pairs, kendall_tau  # noqa: PLC0415
+    from cape_bench.report.published import load_published, official_scores  # noqa: PLC0415
+
+    if metric != "PCK@0.2":
+        return []
+    published = load_published()
+    lines = []
+    sel = summary[summary["metric"] == metric]
+    for (shots, split), block in sel.groupby(["shots", "split"]):
+        reference = official_scores(int(split), int(shots), published)
+        here = {m: 100 * v for m, v in zip(block["method"], block["value"], strict=True) if m in reference}
+        if len(here) < 3:
+            continue
+        tau = kendall_tau(here, reference)
+        flips = inverted_pairs(here, reference)
+        flipped = "; inverted: " + ", ".join(f"{x} > {y}" for x, y in flips) if flips else ""
+        lines.append(f"rank agreement with published MP-100 (split {split}, {shots}-shot, official configurations):"
+                     f" Kendall τ = {tau:+.2f} over {len(here)} methods{flipped}")
+    return lines

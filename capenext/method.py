@@ -65,9 +65,9 @@ PRESETS = {
     # 1000 iterations (ratio 1e-3), ×0.1 at epochs 160 and 180 of 200, batch 16, SwinV2-T at 256², CLIP ViT-B/32
     "official": Preset("official", iterations=0, epochs=200, milestones=(160, 180), batch_size=16, lr=1e-5,
                        warmup_iters=1000, input_size=256, backbone="swinv2_tiny", checkpoint_every=500),
-    # CapeX's / CapeFormer's quick preset: genuine MobileNetV2 cut at stride 16 (8×8 tokens at 128²) fine-tuned,
-    # frozen MiniLM text + frozen MobileNetV2 pooled image token, Adam 1e-4
-    "quick": Preset("quick", iterations=800, batch_size=8, lr=1e-4, warmup_iters=50, milestones=(640,),
+    # CapeX's quick preset (genuine MobileNetV2 cut at stride 16, 8×8 tokens at 128², fine-tuned; frozen MiniLM
+    # text + frozen MobileNetV2 pooled image token; Adam 1e-4, e_joint × √D on entry to the fusion module)
+    "quick": Preset("quick", iterations=1600, batch_size=8, lr=1e-4, warmup_iters=50, milestones=(1280,),
                     input_size=128, backbone="mobilenetv2_s16"),
 }
 

@@ -170,3 +170,41 @@ def test_resume_refuses_a_different_config(tiny_mp100, tmp_path):
                                "protocol.splits=[1]", "protocol.shots=[5]"]),
             tmp_path / "runs" / "r",
         ).execute()
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("protocol.shots=[0]", r"protocol\.shots: \[0\]; each shot count must be at least 1"),
+    ("protocol.shots=[-1]", r"protocol\.shots: \[-1\]"),
+    ("protocol.splits=[6]", r"protocol\.splits: \[6\]; MP-100 splits are 1\.\.5"),
+    ("protocol.num_episodes=-3", r"protocol\.num_episodes: -3"),
+    ("protocol.num_queries=0", r"protocol\.num_queries: 0; at least 1 query"),
+    ("protocol.pck_thresholds=[0.1, 1.5]", r"protocol\.pck_thresholds: .*distinct values in \(0, 1\]"),
+    ("protocol.pck_thresholds=[0.1]", r"must include 0\.2"),
+    ('run.device="tpu"', r"run\.device: 'tpu' is not a device here"),
+    ('run.executor="slurm"', r"run\.executor: 'slurm'"),
+])
+def test_protocol_and_run_values_are_range_checked(override, message, capsys):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+    assert main(["run", "--set", override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+
+
+def test_pck_thresholds_change_what_score_writes(tmp_path, tiny_mp100):
+    args = ["run", "--dataset", "mp100", "--ann-dir", str(tiny_mp100 / "annotations"), "--methods", "support-copy",
+            "--splits", "1", "--shots", "1", "--num-episodes", "2", "--out-dir", str(tmp_path / "runs"),
+            "--set", "run.report=false"]
+    assert main([*args, "--name", "five"]) == 0
+    assert main([*args, "--name", "two", "--set", "protocol.pck_thresholds=[0.1, 0.2]"]) == 0
+    five = pd.read_csv(tmp_path / "runs" / "five" / "summary.csv").set_index("metric")["value"]
+    two = pd.read_csv(tmp_path / "runs" / "two" / "summary.csv").set_index("metric")["value"]
+    assert {"PCK@0.05", "PCK@0.15", "PCK@0.25"} <= set(five.index)
+    assert {m for m in two.index if m.startswith("PCK@")} == {"PCK@0.1", "PCK@0.2"}
+    assert two["mPCK"] == pytest.approx((two["PCK@0.1"] + two["PCK@0.2"]) / 2)
+    assert two["PCK@0.2"] == five["PCK@0.2"]
+    assert two["mPCK"] != pytest.approx(five["mPCK"])
+    # `score` on the stored predictions reads the run's own thresholds again
+    assert main(["score", str(tmp_path / "runs" / "two")]) == 0
+    again = pd.read_csv(tmp_path / "runs" / "two" / "summary.csv").set_index("metric")["value"]
+    assert {m for m in again.index if m.startswith("PCK@")} == {"PCK@0.1", "PCK@0.2"}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -98,3 +101,26 @@ def test_bootstrap_interval_contains_mean_and_shrinks_with_data():
     assert lo < values.mean() < hi
     lo2, hi2 = pck.bootstrap_ci(values[:300], groups[:300], reps=500)
     assert hi2 - lo2 > hi - lo
+
+
+def test_kendall_tau_by_hand():
+    from cape_bench.metrics.ranking import inverted_pairs, kendall_tau
+
+    published = {"capex": 92.8, "capenext": 92.4, "graphcape": 91.2, "capeformer": 89.5, "pomnet": 84.2}
+    assert kendall_tau(published, published) == 1.0
+    assert kendall_tau(published, {k: -v for k, v in published.items()}) == -1.0
+    # one adjacent swap among 5: 9 concordant, 1 discordant of 10 pairs
+    swapped = {**published, "capex": 92.0}
+    assert kendall_tau(swapped, published) == pytest.approx(0.8)
+    assert inverted_pairs(swapped, published) == [("capenext", "capex")]
+    # τ-b with a tie on one side: 2 concordant, 0 discordant, 1 tie → 2 / √(3 · 2)
+    assert kendall_tau({"a": 3, "b": 2, "c": 2}, {"a": 3, "b": 2, "c": 1}) == pytest.approx(2 / 6 ** 0.5)
+    assert math.isnan(kendall_tau({"a": 1}, {"a": 2}))
+    assert kendall_tau({"a": 1, "b": 2, "x": 9}, {"a": 1, "b": 2}) == 1.0  # only common keys count
+
+
+def test_official_scores_are_the_papers_headline_configurations():
+    from cape_bench.report.published import official_scores
+
+    assert official_scores(1, 1) == {"pomnet": 84.23, "capeformer": 89.45, "graphcape": 91.19, "capex": 92.79,
+                                     "capenext": 92.44}

@@ -67,3 +67,23 @@ def matching_rows(published: list[PublishedRow], method: str, backbone: str, tex
             continue
         out.append(row)
     return out
+
+
+#: the configuration each method's paper leads with (its released code's default), for the published ranking
+OFFICIAL_CONFIGURATIONS: dict[str, str] = {
+    "pomnet": "resnet50",
+    "capeformer": "resnet50",
+    "graphcape": "swinv2_tiny",
+    "capex": "swinv2_tiny+gte-base-en-v1.5",
+    "capenext": "swinv2_tiny+clip-vit-b32",
+}
+
+
+def official_scores(split: int, shots: int, published: list[PublishedRow] | None = None) -> dict[str, float]:
+    """Published PCK@0.2 (%) of each method's official configuration on ``split`` (methods without one are left
+    out): the MP-100 ranking a benchmark's ranking is compared with."""
+    out = {}
+    for row in published if published is not None else load_published():
+        if row.shots == shots and OFFICIAL_CONFIGURATIONS.get(row.method) == row.backbone and split in row.pck:
+            out[row.method] = row.pck[split]
+    return out
