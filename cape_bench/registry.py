@@ -27,6 +27,20 @@ BUILTIN_METHODS: dict[str, str] = {
 }
 
 
+# what `cape-bench ls <what>` can list beyond methods: name → "module:function" returning a list of row dicts,
+# imported only when asked for (the model packages own their backbones and encoders)
+CATALOGS: dict[str, str] = {
+    "backbones": "baselines.common.backbones:catalog",
+    "text-encoders": "baselines.common.text_encoders:catalog",
+}
+
+
+def load_catalog(what: str) -> list[dict[str, str]]:
+    """The rows of catalog ``what`` (see :data:`CATALOGS`)."""
+    module_name, _, attr = CATALOGS[what].partition(":")
+    return getattr(importlib.import_module(module_name), attr)()
+
+
 class UnknownMethodError(KeyError):
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])

