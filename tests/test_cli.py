@@ -230,3 +230,22 @@ def test_ls_backbones_and_text_encoders_say_where_genuine_weights_are(capsys):
         assert main(["ls", what]) == 0
     out = capsys.readouterr().out
     assert "mobilenetv2_s16" in out and "clip-vit-b32" in out
+
+
+def test_episodes_takes_the_protocol_from_the_file_name_and_writes_only_when_asked(tmp_path, tiny_mp100, capsys,
+                                                                                 monkeypatch):
+    import shutil
+
+    ann = tiny_mp100 / "annotations"
+    val = ann / "mp100_split1_val.json"
+    shutil.copy(ann / "mp100_split1_test.json", val)
+    monkeypatch.chdir(tmp_path)
+    assert main(["episodes", "--ann", str(val), "--shots", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "val protocol (from the file name): 100 episodes" in out
+    assert main(["episodes", "--ann", str(val), "--shots", "1", "--subset", "test"]) == 0
+    assert "test protocol (--subset): 200 episodes" in capsys.readouterr().out
+    assert not list(tmp_path.glob("*.csv"))  # nothing written into the current folder
+    assert main(["episodes", "--ann", str(ann / "mp100_split1_test.json"), "--shots", "1", "--out", "m.csv"]) == 0
+    assert (tmp_path / "m.csv").is_file()
+    assert main(["episodes", "--ann", str(val), "--shots", "0"]) == 2
