@@ -130,6 +130,8 @@ class RunContext:
         descriptions: the keypoint-descriptions file the run uses (None: the annotation files' names),
             so a method trains on the same texts it is evaluated with.
         text_variant: regular | synonyms | translated | typo (of ``descriptions``).
+        description_drop: category id → descriptions-file entries to drop before pairing by position
+            (``dataset.description_drop``); pass it to ``load_descriptions`` with the file.
         subset: the evaluated subset, test or val.
         device: ``"cpu"`` or ``"cuda"``.
         seed: run seed.
@@ -149,6 +151,7 @@ class RunContext:
     descriptions: str | None = None
     text_variant: str = "regular"
     subset: str = "test"
+    description_drop: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -67,6 +67,9 @@ class DatasetSection:
     image_root: str = ""  # folder the file_name entries are relative to; empty → no images
     descriptions: str = ""  # keypoint descriptions file (format of keypoint_descriptions.json)
     text_variant: str = "regular"  # regular | synonyms | translated | typo
+    # category id → indices of descriptions-file entries dropped before texts pair with keypoints by position,
+    # e.g. {66 = [6]} for MP-100's fly (33 texts for 32 keypoints); empty → the official pairing (texts past K unread)
+    description_drop: dict[str, Any] = field(default_factory=dict)
     subset: str = "test"  # test (200 episodes) | val (100 episodes)
     categories: tuple[str, ...] = ()  # restrict to these category ids or names
 

@@ -188,13 +188,18 @@ class Runner:
     # ------------------------------------------------------------------ data
     def _load(self, ds: DatasetRef, split: int) -> AnnotationSet:
         descriptions = (
-            load_descriptions(ds.descriptions, self.cfg.dataset.text_variant) if ds.descriptions else None
+            load_descriptions(ds.descriptions, self.cfg.dataset.text_variant, self.cfg.dataset.description_drop)
+            if ds.descriptions else None
         )
-        return load_annotation_set(
+        ann = load_annotation_set(
             split_file(ds.ann_dir, split, self.cfg.dataset.subset),
             descriptions=descriptions,
             categories=list(self.cfg.dataset.categories) or None,
         )
+        for message in ann.warnings:  # once per split, into the terminal and run.json's messages
+            if f"WARNING {message}" not in self.messages:
+                self.log(f"WARNING {message}")
+        return ann
 
     def _manifest(self, ann: AnnotationSet, split: int, shots: int, write: bool = True) -> EpisodeManifest:
         proto = self.cfg.protocol
@@ -694,6 +699,7 @@ def make_context(cfg: BenchConfig, name: str, ds: DatasetRef, split: int, shots:
         log=log,
         descriptions=str(ds.descriptions) if ds.descriptions else None,
         text_variant=cfg.dataset.text_variant,
+        description_drop=dict(cfg.dataset.description_drop),
         subset=cfg.dataset.subset,
     )
 

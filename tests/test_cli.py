@@ -249,3 +249,17 @@ def test_episodes_takes_the_protocol_from_the_file_name_and_writes_only_when_ask
     assert main(["episodes", "--ann", str(ann / "mp100_split1_test.json"), "--shots", "1", "--out", "m.csv"]) == 0
     assert (tmp_path / "m.csv").is_file()
     assert main(["episodes", "--ann", str(val), "--shots", "0"]) == 2
+
+
+def test_real_descriptions_file_runs_every_real_test_split(tmp_path, mp100_ann_dir, shared_dir):
+    """CapeX's own keypoint_descriptions.json (fly: 33 texts for 32 keypoints) stops no run; the warning is kept."""
+    out = tmp_path / "runs"
+    args = ["run", "--dataset", "mp100", "--ann-dir", str(mp100_ann_dir), "--methods", "support-copy",
+            "--descriptions", str(shared_dir / "mp100" / "keypoint_descriptions.json"), "--splits", "1-5",
+            "--shots", "1", "--num-episodes", "1", "--out-dir", str(out), "--name", "real", "--set", "run.report=false"]
+    assert main(args) == 0
+    record = json.loads((out / "real" / "run.json").read_text())
+    assert not record["failures"]
+    assert sum("category 66 (fly) has 33 texts for K=32 keypoints" in m for m in record["messages"]) == 1
+    summary = pd.read_csv(out / "real" / "summary.csv")
+    assert sorted(summary[summary.metric == "PCK@0.2"]["split"]) == [1, 2, 3, 4, 5]

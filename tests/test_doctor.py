@@ -538,6 +538,12 @@ DESC_CASES = [
         'categories["1"].descriptions',
     ),
     (
+        "count-short",
+        lambda d: d["categories"]["1"]["descriptions"].pop(),
+        "E-desc-count",
+        'categories["1"].descriptions',
+    ),
+    (
         "empty",
         lambda d: d["categories"]["1"]["synonyms"].__setitem__(1, ""),
         "W-desc-empty",

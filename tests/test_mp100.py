@@ -116,3 +116,34 @@ def test_inconsistent_annotations_are_named(tiny_mp100, mutation, field):
 def test_descriptions_count_mismatch(tiny_mp100):
     with pytest.raises(AnnotationError, match=r"descriptions file gives 2 texts for 4 keypoints"):
         load_annotation_set(tiny_mp100 / "annotations" / "mp100_split1_test.json", descriptions={1: ("a", "b")})
+
+
+def test_more_descriptions_than_keypoints_pair_by_position_as_officially(tiny_mp100, tmp_path):
+    ann_file = tiny_mp100 / "annotations" / "mp100_split1_test.json"
+    k = len(json.loads(ann_file.read_text())["categories"][0]["keypoints"])
+    texts = [f"text {j}" for j in range(k)]
+    desc = tmp_path / "descriptions.json"
+    desc.write_text(json.dumps({"categories": {"1": {"descriptions": texts[:2] + ["stray"] + texts[2:]}}}))
+    ann = load_annotation_set(ann_file, descriptions=load_descriptions(desc))
+    assert ann.categories[1].descriptions == tuple(texts[:2] + ["stray"] + texts[2 : k - 1])  # official: first K
+    (warning,) = ann.warnings
+    assert warning.startswith(f"{desc}: category 1 (thing_1) has {k + 1} texts for K={k} keypoints")
+    assert repr([texts[-1]]) in warning and "never read" in warning
+    fixed = load_annotation_set(ann_file, descriptions=load_descriptions(desc, drop={"1": [2]}))
+    assert fixed.categories[1].descriptions == tuple(texts) and not fixed.warnings
+    with pytest.raises(AnnotationError, match=r"dataset\.description_drop\.1: index out of range"):
+        load_descriptions(desc, drop={"1": [99]})
+    with pytest.raises(AnnotationError, match=r"dataset\.description_drop\.7: category 7 has no entry"):
+        load_descriptions(desc, drop={"7": [0]})
+
+
+def test_real_fly_descriptions_warn_and_suggest_the_realignment(shared_dir):
+    desc = shared_dir / "mp100" / "keypoint_descriptions.json"
+    ann = load_annotation_set(shared_dir / "mp100" / "annotations" / "mp100_split3_test.json",
+                              descriptions=load_descriptions(desc))
+    (warning,) = ann.warnings
+    assert "category 66 (fly) has 33 texts for K=32 keypoints" in warning and "['right wing'] is never read" in warning
+    assert "entry 6 'front right leg'" in warning and "dataset.description_drop = {66 = [6]}" in warning
+    fly = load_annotation_set(shared_dir / "mp100" / "annotations" / "mp100_split3_test.json",
+                              descriptions=load_descriptions(desc, drop={66: [6]})).categories[66]
+    assert fly.descriptions[6] == "start point of the front right leg" and fly.descriptions[-1] == "right wing"

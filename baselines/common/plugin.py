@@ -147,7 +147,8 @@ class TorchMethod:
         train_file = split_file(ctx.ann_dir, ctx.split, "train")
         if not ctx.image_root:
             raise FileNotFoundError(f"{self.info.name}: training needs images; no image root is configured")
-        texts = load_descriptions(ctx.descriptions, ctx.text_variant) if ctx.descriptions else None
+        texts = (load_descriptions(ctx.descriptions, ctx.text_variant, ctx.description_drop)
+                 if ctx.descriptions else None)
         ann = load_annotation_set(train_file, descriptions=texts)
         ident = {
             "method": self.info.name, "preset": asdict(self.preset), "backbone": self.backbone_name,

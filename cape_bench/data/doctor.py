@@ -36,6 +36,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cape_bench.data.geometry import clean_bbox
+from cape_bench.data.mp100 import description_count_warning
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 _SEVERITY_OF_PREFIX = {"E": ERROR, "W": WARNING, "I": INFO}
@@ -83,7 +84,8 @@ CODES: dict[str, str] = {
     "W-few-instances": "fewer kept instances than one episode needs",
     "W-desc-missing": "category absent from the descriptions file",
     "W-desc-name": "category name differs from the descriptions file",
-    "W-desc-count": "description count differs from the category's keypoint count",
+    "W-desc-count": "more descriptions than keypoints: paired by position, the rest never read (official)",
+    "E-desc-count": "fewer descriptions than keypoints",
     "W-desc-empty": "empty description text",
     "W-desc-duplicate": "same description text for several keypoints",
     "I-skeleton-empty": "category has no skeleton edges",
@@ -657,13 +659,11 @@ def _check_text_variant(cat: _Cat, texts: Any, path: str, add) -> None:
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         add("E-field-type", f"expected a list of strings, got {_short(texts)}", path)
         return
-    if len(texts) != cat.k:
-        add(
-            "W-desc-count",
-            f"{len(texts)} texts for K={cat.k} keypoints: texts and keypoints would be "
-            f"paired by position and misaligned",
-            path,
-        )
+    if len(texts) > cat.k:  # the run warns the same way (cape_bench.data.mp100.description_count_warning)
+        add("W-desc-count", description_count_warning(path, cat.id, cat.name, texts, cat.k), path)
+    elif len(texts) < cat.k:  # the run refuses it, as the official loader fails on it
+        add("E-desc-count", f"{len(texts)} texts for K={cat.k} keypoints: a text method has no text for the last "
+                            f"{cat.k - len(texts)} keypoint(s) (the official loader fails on this too)", path)
     empty = [j for j, t in enumerate(texts) if not t.strip()]
     if empty:
         add("W-desc-empty", f"{len(empty)} empty text(s) at index {empty[:10]}", f"{path}[{empty[0]}]")

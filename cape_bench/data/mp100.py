@@ -15,8 +15,10 @@ import hashlib
 import io
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +71,8 @@ class AnnotationSet:
         info: the file's ``info`` block. categories: by id, in file order.
         instances: kept instances in official order. cat2obj: category id → obj ids (file order).
         dropped: ``(ann_id, reason)`` for every annotation the official loader skips.
+        warnings: what the loader did with questionable input that the official code accepts (e.g. a
+            descriptions list longer than the category's keypoints), one message each.
     """
 
     path: Path
@@ -78,6 +82,7 @@ class AnnotationSet:
     instances: tuple[Instance, ...]
     cat2obj: dict[int, tuple[int, ...]]
     dropped: tuple[tuple[int, str], ...]
+    warnings: tuple[str, ...] = ()
 
     def view(self, obj_ids, *, with_ground_truth: bool = True, crops: np.ndarray | None = None) -> InstanceView:
         """Stack instances of one category into the :class:`InstanceView` a method receives."""
@@ -102,11 +107,27 @@ def _fail(path: Path, field_: str, message: str) -> AnnotationError:
     return AnnotationError(f"{path}: {field_}: {message}")
 
 
-def load_descriptions(path: str | Path, variant: str = "regular") -> dict[int, tuple[str, ...]]:
+class Descriptions(dict):
+    """category id → keypoint texts, remembering the file they came from (for messages)."""
+
+    def __init__(self, texts: dict[int, tuple[str, ...]], source: str) -> None:
+        super().__init__(texts)
+        self.source = source
+
+
+def load_descriptions(path: str | Path, variant: str = "regular",
+                      drop: Mapping[Any, Any] | None = None) -> Descriptions:
     """Read a keypoint-descriptions file (format of ``mp100/keypoint_descriptions.json``).
 
+    Args:
+        path: the file.
+        variant: regular | synonyms | translated | typo.
+        drop: category id → indices of entries to remove before the texts are paired with the keypoints by
+            position (``dataset.description_drop``; e.g. ``{66: [6]}`` realigns MP-100's fly, whose list carries
+            a stray "front right leg" at index 6).
+
     Returns:
-        category id → the K description strings of ``variant``.
+        category id → the description strings of ``variant``.
     """
     path = Path(path)
     if variant not in TEXT_VARIANTS:
@@ -125,7 +146,18 @@ def load_descriptions(path: str | Path, variant: str = "regular") -> dict[int, t
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise _fail(path, f"categories.{cat_id}.{key}", "expected a list of strings")
         out[int(cat_id)] = tuple(texts)
-    return out
+    for cat_id, indices in (drop or {}).items():
+        where = f"dataset.description_drop.{cat_id}"
+        try:
+            cid, gone = int(cat_id), {int(j) for j in indices}
+        except (TypeError, ValueError):
+            raise _fail(path, where, f"expected a category id and a list of indices, got {indices!r}") from None
+        if cid not in out:
+            raise _fail(path, where, f"category {cid} has no entry in the descriptions file")
+        if any(not 0 <= j < len(out[cid]) for j in gone):
+            raise _fail(path, where, f"index out of range for its {len(out[cid])} texts: {sorted(gone)}")
+        out[cid] = tuple(t for j, t in enumerate(out[cid]) if j not in gone)
+    return Descriptions(out, str(path))
 
 
 def _sha256(path: Path) -> str:
@@ -251,6 +283,7 @@ def load_annotation_set(
                 wanted.add(int(c))
 
     cats: dict[int, Category] = {}
+    warnings: list[str] = []
     for i, cat_id in enumerate(coco.getCatIds()):
         if wanted is not None and cat_id not in wanted:
             continue
@@ -260,11 +293,15 @@ def load_annotation_set(
         texts = descriptions.get(cat_id) if descriptions else None
         if texts is None:
             texts = tuple(n.replace("_", " ") for n in names)
-        elif len(texts) != len(names):
+        elif len(texts) < len(names):
             raise AnnotationError(
                 f"{path}: categories[{i}] ({c.get('name')}, id {cat_id}): descriptions file gives "
-                f"{len(texts)} texts for {len(names)} keypoints"
+                f"{len(texts)} texts for {len(names)} keypoints (the official loader fails on this too)"
             )
+        elif len(texts) > len(names):
+            warnings.append(description_count_warning(
+                getattr(descriptions, "source", "descriptions file"), cat_id, str(c.get("name")), texts, len(names)))
+            texts = texts[: len(names)]
         skeleton = np.asarray(c.get("skeleton") or [], dtype=np.int64).reshape(-1, 2)
         cats[cat_id] = Category(
             id=cat_id,
@@ -316,7 +353,23 @@ def load_annotation_set(
         instances=tuple(instances),
         cat2obj={k: tuple(v) for k, v in cat2obj.items()},
         dropped=tuple(dropped),
+        warnings=tuple(warnings),
     )
+
+
+def description_count_warning(source: str, cat_id: int, name: str, texts: Sequence[str], k: int) -> str:
+    """The message for a category whose descriptions outnumber its keypoints (MP-100's fly: 33 for 32).
+
+    The official CapeX loader (``extract_text_features``: ``description[mask[:len(description)] == 1]``) pairs
+    texts with keypoints by position and never reads the entries past K; cape-bench does the same and says so.
+    """
+    lowered = [t.lower() for t in texts]
+    stray = [j for j, t in enumerate(lowered) if any(j != m and t in other for m, other in enumerate(lowered))]
+    hint = (f"; entry {stray[0]} {texts[stray[0]]!r} reads like a stray copy of a longer text: "
+            f"dataset.description_drop = {{{cat_id} = [{stray[0]}]}} realigns the list") if stray else ""
+    return (f"{source}: category {cat_id} ({name}) has {len(texts)} texts for K={k} keypoints: paired by position as "
+            f"the official CapeX loader does, so {list(texts[k:])!r} is never read and any stray entry before it "
+            f"shifts every later keypoint's text{hint}")
 
 
 _COCO_KEYS = {"id", "image_id", "category_id", "keypoints", "num_keypoints", "bbox", "area", "iscrowd", "segmentation"}

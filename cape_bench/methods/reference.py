@@ -86,11 +86,12 @@ class TextPrior:
         self._prov: dict = {}
 
     def prepare(self, ctx: RunContext) -> None:
-        key = (ctx.ann_dir, ctx.split, ctx.descriptions, ctx.text_variant)
+        key = (ctx.ann_dir, ctx.split, ctx.descriptions, ctx.text_variant, repr(ctx.description_drop))
         if key == self._key:
             return
         train_file = split_file(ctx.ann_dir, ctx.split, "train")
-        texts = load_descriptions(ctx.descriptions, ctx.text_variant) if ctx.descriptions else None
+        texts = (load_descriptions(ctx.descriptions, ctx.text_variant, ctx.description_drop)
+                 if ctx.descriptions else None)
         self.medians = description_medians(load_annotation_set(train_file, descriptions=texts))
         self._key = key
         self._prov = {"weights": f"none: per-description medians over {train_file}",
