@@ -6,6 +6,7 @@ each instance is warped to a square ``size`` × ``size`` crop around its 1.25-pa
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -18,6 +19,25 @@ class MissingImagesError(FileNotFoundError):
     """Images a method needs are not on disk; the message lists the first few and the count."""
 
 
+class UnsafeImagePathError(MissingImagesError):
+    """An annotation's ``file_name`` points outside the image root (absolute, or through ``..``)."""
+
+
+#: set to 1 to let ``file_name`` entries reach outside the image root (a trusted file that needs it)
+ALLOW_OUTSIDE_ENV = "CAPE_BENCH_ALLOW_OUTSIDE_IMAGE_ROOT"
+
+
+def image_path(root: str | Path, file_name: str) -> Path:
+    """``root / file_name``, refusing a ``file_name`` that leaves ``root`` unless ``$CAPE_BENCH_ALLOW_OUTSIDE_IMAGE_ROOT``
+    is 1: annotation files come from others, and a crop read from elsewhere can end up embedded in a report."""
+    name = Path(file_name)
+    if os.environ.get(ALLOW_OUTSIDE_ENV) != "1" and (name.is_absolute() or ".." in name.parts):
+        raise UnsafeImagePathError(
+            f"file_name {file_name!r} leaves the image root {root} (absolute or '..'); refused — set "
+            f"{ALLOW_OUTSIDE_ENV}=1 to allow it for a file you trust")
+    return Path(root) / name
+
+
 def check_images(image_root: str | Path | None, files, *, needed_by: str, show: int = 5) -> None:
     """Raise :class:`MissingImagesError` when any of ``files`` is absent under ``image_root``."""
     unique = sorted(set(files))
@@ -27,7 +47,7 @@ def check_images(image_root: str | Path | None, files, *, needed_by: str, show: 
             f"{len(unique)} image files are referenced, e.g. {', '.join(unique[:show])}"
         )
     root = Path(image_root)
-    missing = [f for f in unique if not (root / f).is_file()]
+    missing = [f for f in unique if not image_path(root, f).is_file()]
     if missing:
         more = f" … and {len(missing) - show} more" if len(missing) > show else ""
         raise MissingImagesError(
@@ -69,7 +89,7 @@ class CropSource:
             crop = self._cache.get(inst.ann_id)
             if crop is None:
                 self.misses += 1
-                img = read_rgb(self.root / inst.image_file)
+                img = read_rgb(image_path(self.root, inst.image_file))
                 crop = warp_crop(img, inst.center_px, inst.scale, self.size)
                 self._cache[inst.ann_id] = crop
                 if len(self._cache) > self.max_items:

@@ -34,7 +34,7 @@ import numpy as np
 from cape_bench import __version__
 from cape_bench.api import RunContext, supports_instance_cache
 from cape_bench.config import BenchConfig, ConfigError
-from cape_bench.data.mp100 import AnnotationSet, load_annotation_set, load_descriptions, split_file
+from cape_bench.data.mp100 import AnnotationError, AnnotationSet, load_annotation_set, load_descriptions, split_file
 from cape_bench.datasets import DatasetRef, cache_root, resolve_dataset
 from cape_bench.episodes import EpisodeManifest, build_manifest
 from cape_bench.feature_cache import MB, FeatureCache, describe
@@ -182,8 +182,13 @@ class Runner:
             self._features = None
 
     def log(self, message: str) -> None:
+        from rich.errors import MarkupError  # noqa: PLC0415
+
         self.messages.append(message)
-        self.console.print(message, highlight=False)
+        try:
+            self.console.print(message, highlight=False)
+        except MarkupError:  # a name from the data that looks like markup ("bed[/bold]") is printed as it is
+            self.console.print(_escape(message), highlight=False)
 
     # ------------------------------------------------------------------ data
     def _load(self, ds: DatasetRef, split: int) -> AnnotationSet:
@@ -322,7 +327,11 @@ class Runner:
         for split in cfg.protocol.splits:
             if not any(c[1] == split for c in wanted):
                 continue
-            ann = self._load(ds, split)
+            try:
+                ann = self._load(ds, split)
+            except (AnnotationError, OSError) as err:  # this split's cells fail; the other splits still run
+                self._fail_cells(outcomes, envelope if record else None, wanted, split, cfg.protocol.shots, err)
+                continue
             problem = ""
             if record:
                 envelope["annotations"][f"split{split}"] = {"file": str(ann.path), "sha256": ann.sha256}
@@ -333,7 +342,12 @@ class Runner:
             for shots in cfg.protocol.shots:
                 if not any(c[1:] == (split, shots) for c in wanted):
                     continue
-                manifest = self._manifest(ann, split, shots, write=record)
+                try:
+                    manifest = self._manifest(ann, split, shots, write=record)
+                except ValueError as err:  # e.g. a category too small for shots + queries: these cells fail
+                    self._fail_cells(outcomes, envelope if record else None, wanted, split, (shots,),
+                                     ValueError(f"{ann.path}: {err}"))
+                    continue
                 key = f"split{split}_{shots}shot"
                 if record:
                     envelope["episodes"][key] = {
@@ -364,7 +378,7 @@ class Runner:
                         outcomes.append(CellOutcome(name, split, shots, "done", record=record_))
                     except Exception as err:  # noqa: BLE001 — one failing cell must not lose the others
                         message = f"{name} split {split} {shots}-shot failed: {type(err).__name__}: {err}"
-                        self.log(f"[red]{message}[/red]")
+                        self.log(f"[red]{_escape(message)}[/red]")
                         if record:
                             envelope["failures"].append({"method": name, "split": split, "shots": shots,
                                                          "error": message})
@@ -373,6 +387,23 @@ class Runner:
                         envelope["messages"] = self.messages[-200:]
                         write_json(self.run.run_json, envelope)
         return outcomes
+
+    def _fail_cells(self, outcomes: list[CellOutcome], envelope: dict | None, wanted, split: int, shots_list,
+                    err: Exception) -> None:
+        """Record every wanted cell of ``split`` × ``shots_list`` as failed with ``err`` (the data, not a method, is
+        at fault), so the cells that can run still do and the run's summary covers them."""
+        for shots in shots_list:
+            for name in self.cfg.run.methods:
+                if (name, split, shots) not in wanted:
+                    continue
+                message = f"{name} split {split} {shots}-shot failed: {err}"
+                self.log(f"[red]{_escape(message)}[/red]")
+                if envelope is not None:
+                    envelope["failures"].append({"method": name, "split": split, "shots": shots, "error": message})
+                outcomes.append(CellOutcome(name, split, shots, "failed", error=message))
+        if envelope is not None:
+            envelope["messages"] = self.messages[-200:]
+            write_json(self.run.run_json, envelope)
 
     def _run_cell(self, method, name: str, ds: DatasetRef, ann: AnnotationSet, manifest: EpisodeManifest, split, shots):
         info = method.info
@@ -682,6 +713,13 @@ def create_configured_method(cfg: BenchConfig, name: str):
         if value:
             options[key] = value
     return create_method(section.method or name, **options)
+
+
+def _escape(text: str) -> str:
+    """``text`` with rich markup escaped, for names and errors that come from the data."""
+    from rich.markup import escape  # noqa: PLC0415
+
+    return escape(text)
 
 
 def make_context(cfg: BenchConfig, name: str, ds: DatasetRef, split: int, shots: int, log) -> RunContext:

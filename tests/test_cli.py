@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -263,3 +264,77 @@ def test_real_descriptions_file_runs_every_real_test_split(tmp_path, mp100_ann_d
     assert sum("category 66 (fly) has 33 texts for K=32 keypoints" in m for m in record["messages"]) == 1
     summary = pd.read_csv(out / "real" / "summary.csv")
     assert sorted(summary[summary.metric == "PCK@0.2"]["split"]) == [1, 2, 3, 4, 5]
+
+
+def _corrupt_copy(tiny: Path, mutate) -> Path:
+    f = tiny / "annotations" / "mp100_split1_test.json"
+    data = json.loads(f.read_text())
+    mutate(data)
+    f.write_text(json.dumps(data))
+    return tiny / "annotations"
+
+
+def _zero_keypoints(d):
+    d["categories"][0]["keypoints"] = []
+    for a in d["annotations"]:
+        if a["category_id"] == 1:
+            a["keypoints"], a["num_keypoints"] = [], 0
+
+
+@pytest.mark.parametrize(("mutate", "field"), [
+    (_zero_keypoints, r"categories\[0\]\.keypoints: category 1 \(thing_1\) has no keypoints"),
+    (lambda d: d["annotations"][0].__setitem__("area", "big"), r"annotations\[0\]\.area: expected a finite number"),
+    (lambda d: d["images"][0].__setitem__("width", "wide"), r"images\[0\]\.width: expected a finite number"),
+    (lambda d: d["annotations"][0].__setitem__("bbox", [float("nan"), 1, 10, 10]),
+     r"annotations\[0\]\.bbox: expected \[x, y, w, h\] finite numbers"),
+])
+def test_bad_annotation_values_fail_their_cells_with_one_line(tmp_path, tiny_mp100, mutate, field, capsys):
+    ann_dir = _corrupt_copy(tiny_mp100, mutate)
+    args = ["run", "--dataset", "mp100", "--ann-dir", str(ann_dir), "--methods", "support-copy", "--splits", "1",
+            "--shots", "1", "--num-episodes", "2", "--out-dir", str(tmp_path / "runs"), "--name", "r",
+            "--set", "run.report=false"]
+    assert main(args) == 1
+    err = capsys.readouterr()
+    assert "Traceback" not in err.out + err.err
+    (failure,) = json.loads((tmp_path / "runs" / "r" / "run.json").read_text())["failures"]
+    assert failure["method"] == "support-copy" and str(ann_dir / "mp100_split1_test.json") in failure["error"]
+    assert re.search(field, failure["error"]), failure["error"]
+
+
+def test_a_category_too_small_for_5_shot_fails_only_the_5_shot_cell(tmp_path, tiny_mp100):
+    def keep_17(d):  # 1-shot needs 1 + 15 instances, 5-shot 5 + 15
+        ones = [a for a in d["annotations"] if a["category_id"] == 1][:17]
+        d["annotations"] = [a for a in d["annotations"] if a["category_id"] != 1] + ones
+    ann_dir = _corrupt_copy(tiny_mp100, keep_17)
+    args = ["run", "--dataset", "mp100", "--ann-dir", str(ann_dir), "--methods", "support-copy,oracle",
+            "--splits", "1", "--shots", "1,5", "--num-episodes", "2", "--out-dir", str(tmp_path / "runs"),
+            "--name", "r", "--set", "run.report=false"]
+    assert main(args) == 1
+    record = json.loads((tmp_path / "runs" / "r" / "run.json").read_text())
+    assert sorted((f["method"], f["shots"]) for f in record["failures"]) == [("oracle", 5), ("support-copy", 5)]
+    assert all("category 1 has 17 instances; an episode needs 5 + 15" in f["error"] for f in record["failures"])
+    summary = pd.read_csv(tmp_path / "runs" / "r" / "summary.csv")
+    assert set(summary["shots"]) == {1} and set(summary["method"]) == {"support-copy", "oracle"}
+
+
+def test_markup_in_a_category_name_is_printed_as_text(tmp_path, tiny_mp100, capsys):
+    ann_dir = _corrupt_copy(tiny_mp100, lambda d: d["categories"][0].__setitem__("name", "bed[/bold]"))
+    (ann_dir / "mp100_split1_test.json").write_text((ann_dir / "mp100_split1_test.json").read_text())
+    args = ["run", "--dataset", "mp100", "--ann-dir", str(ann_dir), "--methods", "support-copy", "--splits", "1",
+            "--shots", "1", "--num-episodes", "2", "--out-dir", str(tmp_path / "runs"), "--name", "r"]
+    assert main(args) == 0
+    assert main(["data", "check", "--ann", str(ann_dir / "mp100_split1_test.json")]) in (0, 1)
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_image_paths_may_not_leave_the_image_root(tmp_path, monkeypatch):
+    from cape_bench.images import UnsafeImagePathError, check_images, image_path
+
+    assert image_path(tmp_path, "cat/1.jpg") == tmp_path / "cat" / "1.jpg"
+    for bad in ("../secret.jpg", "cat/../../x.jpg", "/etc/hosts"):
+        with pytest.raises(UnsafeImagePathError, match=re.escape(repr(bad)) + " leaves the image root"):
+            image_path(tmp_path, bad)
+        with pytest.raises(UnsafeImagePathError):
+            check_images(tmp_path, [bad], needed_by="capex")
+    monkeypatch.setenv("CAPE_BENCH_ALLOW_OUTSIDE_IMAGE_ROOT", "1")
+    assert image_path(tmp_path, "../x.jpg") == tmp_path / ".." / "x.jpg"

@@ -589,17 +589,40 @@ def test_descriptions_as_mapping_and_unreadable_descriptions(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
+def _write_jpeg(path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (4, 4), (90, 90, 90)).save(path)
+
+
 def test_missing_image_files(tmp_path):
     root = tmp_path / "images"
     (root / "thing").mkdir(parents=True)
-    (root / "thing" / "a.jpg").write_bytes(b"")
+    _write_jpeg(root / "thing" / "a.jpg")
     report = run(tmp_path, clean_data(), images_dir=root)
     (finding,) = report.findings
     assert (finding.code, finding.path, finding.image_id) == ("E-image-missing", "images[1].file_name", 2)
     assert report.summary.num_images_missing == 1 and report.has_errors
-    (root / "thing" / "b.jpg").write_bytes(b"")
+    _write_jpeg(root / "thing" / "b.jpg")
     report = run(tmp_path, clean_data(), images_dir=root)
     assert report.findings == [] and report.summary.num_images_missing == 0
+
+
+def test_corrupt_images_and_paths_outside_the_root_are_errors(tmp_path):
+    root = tmp_path / "images"
+    (root / "thing").mkdir(parents=True)
+    _write_jpeg(root / "thing" / "a.jpg")
+    (root / "thing" / "b.jpg").write_bytes(b"not a jpeg")
+    report = run(tmp_path, clean_data(), images_dir=root)
+    (finding,) = report.findings
+    assert (finding.code, finding.path, finding.image_id) == ("E-image-corrupt", "images[1].file_name", 2)
+    data = clean_data()
+    data["images"][0]["file_name"] = "../../etc/passwd"
+    data["images"][1]["file_name"] = "/etc/hosts"
+    report = run(tmp_path, data)
+    assert [(f.code, f.path) for f in report.by_code("E-image-path")] == [
+        ("E-image-path", "images[0].file_name"), ("E-image-path", "images[1].file_name")]
+    assert report.has_errors
 
 
 def test_missing_images_dir(tmp_path):
@@ -614,7 +637,7 @@ def test_missing_images_dir(tmp_path):
 
 def test_every_code_is_exercised_and_has_a_severity_prefix():
     exercised = {code for case in CASES for code in case[2]} | {c[2] for c in DESC_CASES}
-    exercised |= {"E-json", "E-kpt-too-many", "E-image-missing", "E-images-dir"}
+    exercised |= {"E-json", "E-kpt-too-many", "E-image-missing", "E-images-dir", "E-image-corrupt", "E-image-path"}
     assert exercised == set(CODES)
     assert {severity_of(c) for c in CODES} == {"error", "warning", "info"}
 

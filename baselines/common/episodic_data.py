@@ -26,7 +26,7 @@ import numpy as np
 from baselines.common.heatmaps import msra_targets
 from cape_bench.data.geometry import affine_matrix, apply_affine, warp_crop
 from cape_bench.data.mp100 import AnnotationSet, Instance
-from cape_bench.images import read_rgb
+from cape_bench.images import image_path, read_rgb
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -100,7 +100,7 @@ class InstanceLoader:
     def image(self, inst: Instance) -> np.ndarray:
         img = self._images.get(inst.ann_id)
         if img is None:
-            img = read_rgb(self.root / inst.image_file)
+            img = read_rgb(image_path(self.root, inst.image_file))
             if len(self._images) < self._max_cached:
                 self._images[inst.ann_id] = img
         return img

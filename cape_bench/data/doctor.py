@@ -37,6 +37,7 @@ from rich.text import Text
 
 from cape_bench.data.geometry import clean_bbox
 from cape_bench.data.mp100 import description_count_warning
+from cape_bench.images import ALLOW_OUTSIDE_ENV
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 _SEVERITY_OF_PREFIX = {"E": ERROR, "W": WARNING, "I": INFO}
@@ -61,6 +62,8 @@ CODES: dict[str, str] = {
     "E-skeleton-range": "skeleton edge index outside 0..K-1",
     "E-images-dir": "the --images directory does not exist",
     "E-image-missing": "image file missing under --images",
+    "E-image-path": "image file_name leaves the image root (absolute path or '..')",
+    "E-image-corrupt": "image file cannot be decoded",
     "W-kpt-names-missing": "category has no keypoint names (K taken from its annotations)",
     "W-kpt-name-empty": "empty keypoint name",
     "W-kpt-name-duplicate": "duplicate keypoint name",
@@ -728,10 +731,14 @@ def _index_images(raw: list, sink: _Sink) -> dict[Any, _Img]:
         if iid in imgs:
             sink.add("E-dup-image-id", f"image id {iid} already used by images[{imgs[iid].index}]", f"{path}.id", **ctx)
             continue
+        file_name = _optional_str(img, "file_name", path, sink, required=True, ctx=ctx)
+        if isinstance(file_name, str) and (Path(file_name).is_absolute() or ".." in Path(file_name).parts):
+            sink.add("E-image-path", f"file_name {file_name!r} leaves the image root (absolute or '..'): run "
+                                     f"refuses it unless {ALLOW_OUTSIDE_ENV}=1", f"{path}.file_name", **ctx)
         imgs[iid] = _Img(
             index=i,
             id=iid,
-            file_name=_optional_str(img, "file_name", path, sink, required=True, ctx=ctx),
+            file_name=file_name,
             width=_image_size(img, "width", path, sink, ctx),
             height=_image_size(img, "height", path, sink, ctx),
         )
@@ -753,7 +760,10 @@ def _check_image_files(imgs: dict[Any, _Img], images_dir: Path, sink: _Sink) -> 
         return None
     missing = 0
     for img in imgs.values():
-        if img.file_name is not None and not (images_dir / img.file_name).is_file():
+        if img.file_name is None:
+            continue
+        file = images_dir / img.file_name
+        if not file.is_file():
             missing += 1
             sink.add(
                 "E-image-missing",
@@ -761,7 +771,22 @@ def _check_image_files(imgs: dict[Any, _Img], images_dir: Path, sink: _Sink) -> 
                 f"images[{img.index}].file_name",
                 image=img.id,
             )
+        elif not _decodes(file):
+            sink.add("E-image-corrupt", f"{img.file_name} under {images_dir} cannot be decoded as an image",
+                     f"images[{img.index}].file_name", image=img.id)
     return missing
+
+
+def _decodes(file: Path) -> bool:
+    """True when ``file`` opens as an image (header and size; the pixels are not decoded)."""
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
+
+    try:
+        with Image.open(file) as im:
+            im.verify()
+        return True
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -1158,10 +1183,10 @@ def _category_table(summary: Summary) -> Table:
         table.add_column(column, justify="right" if column in ("id", "K", "annotations", "kept") else "left")
     for c in summary.categories:
         k = f"{c.num_keypoints}" + ("*" if c.keypoint_source == "annotations" else "")
-        table.add_row(
+        table.add_row(  # names come from the file: Text, never markup ("bed[/bold]")
             str(c.id),
-            str(c.name),
-            str(c.supercategory or ""),
+            Text(str(c.name)),
+            Text(str(c.supercategory or "")),
             k,
             f"{c.skeleton_edges} ({c.skeleton_base})",
             str(c.num_annotations),
@@ -1205,7 +1230,7 @@ def render_report(report: DoctorReport, console: Console | None = None, show_cat
         )
         if s.images_dir is not None and s.num_images_missing is not None:
             line += f" · {s.num_images_missing} image files missing under {s.images_dir}"
-        console.print(line)
+        console.print(Text(line))
         if s.categories and show_categories:
             console.print(_category_table(s))
             if any(c.keypoint_source == "annotations" for c in s.categories):

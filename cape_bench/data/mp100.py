@@ -168,6 +168,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _check_schema(path: Path, data) -> dict[int, int]:
     """Fail early, naming the field, on what would crash or silently mislead the official loader.
 
@@ -197,6 +201,9 @@ def _check_schema(path: Path, data) -> dict[int, int]:
         for key in ("file_name", "width", "height"):
             if key not in img:
                 raise _fail(path, f"images[{i}].{key}", f"missing (image {img['id']})")
+        for key in ("width", "height"):
+            if not _is_number(img[key]):
+                raise _fail(path, f"images[{i}].{key}", f"expected a finite number, got {img[key]!r} (image {img['id']})")
         if img["id"] in image_ids:
             raise _fail(path, f"images[{i}].id", f"duplicate image id {img['id']}")
         image_ids.add(img["id"])
@@ -204,6 +211,10 @@ def _check_schema(path: Path, data) -> dict[int, int]:
         cid = ann.get("category_id") if isinstance(ann, dict) else None
         if kpt_count.get(cid) == 0 and isinstance(ann.get("keypoints"), list):
             kpt_count[cid] = len(ann["keypoints"]) // 3
+    for i, cat in enumerate(data["categories"]):
+        if kpt_count[cat["id"]] == 0:
+            raise _fail(path, f"categories[{i}].keypoints", f"category {cat['id']} ({cat.get('name')}) has no keypoints: "
+                                                           "an empty name list and no keypoints in its annotations")
     ann_ids = set()
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict) or "id" not in ann:
@@ -230,8 +241,10 @@ def _check_schema(path: Path, data) -> dict[int, int]:
                 raise _fail(path, f"annotations[{i}].keypoints", f"non-numeric or non-finite value (annotation {aid})")
         if "bbox" in ann:
             box = ann["bbox"]
-            if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-                raise _fail(path, f"annotations[{i}].bbox", f"expected [x, y, w, h] numbers (annotation {aid})")
+            if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+                raise _fail(path, f"annotations[{i}].bbox", f"expected [x, y, w, h] finite numbers (annotation {aid})")
+        if "area" in ann and not _is_number(ann["area"]):
+            raise _fail(path, f"annotations[{i}].area", f"expected a finite number, got {ann['area']!r} (annotation {aid})")
         if "iscrowd" not in ann:
             # pycocotools' getAnnIds(iscrowd=False) reads ann['iscrowd'] and would raise KeyError
             raise _fail(path, f"annotations[{i}].iscrowd", f"missing (annotation {aid})")
