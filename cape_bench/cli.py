@@ -242,6 +242,11 @@ def cmd_run(args) -> int:
             raise SystemExit(f"--checkpoint {item!r}: expected METHOD=PATH")
         put(f"methods.{method}.checkpoint", str(Path(path).resolve()))
     cfg = load_config(args.config or find_config(), overrides)
+    for item in args.checkpoint:
+        method = item.partition("=")[0]
+        if method not in cfg.run.methods:
+            raise ConfigError(f"--checkpoint {item!r}: {method!r} is not among the methods of this run "
+                              f"({', '.join(cfg.run.methods)})")
     if args.address is not None and cfg.run.executor != "ray":
         raise ConfigError("--address names a Ray cluster: use it with --executor ray")
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:

@@ -46,6 +46,8 @@ class RunSection:
     def __post_init__(self) -> None:
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"run.device: {self.device!r} is not a device here; use cpu, cuda or cuda:N")
+        if self.name and (self.name in (".", "..") or "/" in self.name or "\\" in self.name):
+            raise ConfigError(f"run.name: {self.name!r} must be a plain folder name inside run.out_dir (no '/', '..')")
         if self.executor not in ("local", "ray"):
             raise ConfigError(f"run.executor: {self.executor!r}; use local or ray")
         for key in ("feature_cache_mb", "cpus_per_cell", "gpus_per_cell", "cell_retries"):
@@ -70,6 +72,13 @@ class DatasetSection:
     # category id → indices of descriptions-file entries dropped before texts pair with keypoints by position,
     # e.g. {66 = [6]} for MP-100's fly (33 texts for 32 keypoints); empty → the official pairing (texts past K unread)
     description_drop: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        choices = {"name": ("cape-synth", "mp100"), "text_variant": ("regular", "synonyms", "translated", "typo"),
+                   "subset": ("test", "val")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"dataset.{key}: {getattr(self, key)!r}; use one of {', '.join(allowed)}")
     subset: str = "test"  # test (200 episodes) | val (100 episodes)
     categories: tuple[str, ...] = ()  # restrict to these category ids or names
 

@@ -221,13 +221,19 @@ class Runner:
         return manifest
 
     # ------------------------------------------------------------------ run.json
-    def _envelope(self, ds: DatasetRef) -> dict:
+    def _envelope(self, ds: DatasetRef, wanted=()) -> dict:
         previous = self.run.read_run_json() if self.run.run_json.exists() else {}
         if previous and previous.get("config_sha256") != self.cfg.sha256:
-            raise RuntimeError(
-                f"{self.run.root} holds a run with a different config (sha {previous.get('config_sha256', '?')[:12]}); "
-                "use a new --name or the same config to resume"
-            )
+            if self.run.finished_cells():
+                changed = _changed_keys(previous.get("config", {}), self.cfg.to_dict())
+                raise ConfigError(
+                    f"{self.run.root} holds finished cells of a run with another config (changed: "
+                    f"{', '.join(changed[:6]) or 'the config digest'}); use a new --name, or the same config to resume"
+                )
+            self.log(f"{self.run.root}: no cell of the earlier run there had finished; starting it with this config")
+            previous = {}
+        # a cell this run computes again gets a fresh record: its earlier failure goes unless it fails again
+        failures = [f for f in previous.get("failures", []) if (f["method"], f["split"], f["shots"]) not in wanted]
         return {
             "format_version": RUN_FORMAT_VERSION,
             "protocol_version": PROTOCOL_VERSION,
@@ -249,7 +255,7 @@ class Runner:
             "environment": environment(),
             "episodes": previous.get("episodes", {}),
             "annotations": previous.get("annotations", {}),
-            "failures": previous.get("failures", []),
+            "failures": failures,
             "messages": previous.get("messages", []),
         }
 
@@ -314,7 +320,7 @@ class Runner:
         record = mode != "worker"  # a worker writes its cells' files only; the driver (or local run) owns run.json
         envelope: dict = {}
         if record:
-            envelope = self._envelope(ds)
+            envelope = self._envelope(ds, set(selected))  # run / plan: every selected cell is (re)computed now
             write_json(self.run.run_json, envelope)
             if not envelope["official_protocol"]:
                 self.log(
@@ -334,6 +340,12 @@ class Runner:
                 continue
             problem = ""
             if record:
+                stored = envelope["annotations"].get(f"split{split}", {}).get("sha256")
+                if stored and stored != ann.sha256 and any(c["split"] == split for c in self.run.finished_cells()):
+                    raise ConfigError(
+                        f"{ann.path} changed since the finished cells of split {split} in {self.run.root} were "
+                        f"computed (sha256 {stored[:12]} then, {ann.sha256[:12]} now): use a new --name, or restore "
+                        "the file to resume")
                 envelope["annotations"][f"split{split}"] = {"file": str(ann.path), "sha256": ann.sha256}
                 write_json(self.run.categories_file(split), _categories_record(ann))
             else:
@@ -713,6 +725,18 @@ def create_configured_method(cfg: BenchConfig, name: str):
         if value:
             options[key] = value
     return create_method(section.method or name, **options)
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted config keys whose values differ between two ``BenchConfig.to_dict()`` trees."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b and not (isinstance(a, list) and isinstance(b, tuple | list) and list(a) == list(b)):
+            out.append(f"{prefix}{key}")
+    return out
 
 
 def _escape(text: str) -> str:

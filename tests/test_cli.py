@@ -183,6 +183,9 @@ def test_resume_refuses_a_different_config(tiny_mp100, tmp_path):
     ("protocol.pck_thresholds=[0.1]", r"must include 0\.2"),
     ('run.device="tpu"', r"run\.device: 'tpu' is not a device here"),
     ('run.executor="slurm"', r"run\.executor: 'slurm'"),
+    ('run.name="../../x"', r"run\.name: '\.\./\.\./x' must be a plain folder name"),
+    ('dataset.text_variant="typos"', r"dataset\.text_variant: 'typos'; use one of regular"),
+    ('dataset.subset="train"', r"dataset\.subset: 'train'"),
 ])
 def test_protocol_and_run_values_are_range_checked(override, message, capsys):
     with pytest.raises(ConfigError, match=message):
@@ -338,3 +341,49 @@ def test_image_paths_may_not_leave_the_image_root(tmp_path, monkeypatch):
             check_images(tmp_path, [bad], needed_by="capex")
     monkeypatch.setenv("CAPE_BENCH_ALLOW_OUTSIDE_IMAGE_ROOT", "1")
     assert image_path(tmp_path, "../x.jpg") == tmp_path / ".." / "x.jpg"
+
+
+def test_checkpoint_for_a_method_not_in_the_run_is_refused(capsys):
+    assert main(["run", "--methods", "support-copy", "--checkpoint", "capex=/nowhere.safetensors"]) == 2
+    assert "'capex' is not among the methods of this run" in capsys.readouterr().err
+
+
+def _tiny_run_args(tiny: Path, out: Path, *extra: str) -> list[str]:
+    return ["run", "--dataset", "mp100", "--ann-dir", str(tiny / "annotations"), "--splits", "1", "--shots", "1",
+            "--num-episodes", "2", "--out-dir", str(out), "--name", "r", "--set", "run.report=false", *extra]
+
+
+def test_a_run_name_whose_first_start_failed_takes_the_corrected_command(tmp_path, tiny_mp100, capsys):
+    out = tmp_path / "runs"
+    # a typo'd first command: its cells fail (unknown category), the run directory holds no finished cell
+    assert main(_tiny_run_args(tiny_mp100, out, "--methods", "support-copy", "--set",
+                               'dataset.categories=["no_such_thing"]')) == 1
+    assert main(_tiny_run_args(tiny_mp100, out, "--methods", "support-copy")) == 0
+    assert "no cell of the earlier run there had finished" in capsys.readouterr().out
+    # with finished cells, another config is a one-line error naming what changed
+    assert main(_tiny_run_args(tiny_mp100, out, "--methods", "support-copy", "--set", "protocol.num_queries=3")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds finished cells of a run with another config (changed: protocol.num_queries)" in err[0]
+
+
+def test_an_annotation_file_edited_between_runs_is_refused_on_resume(tmp_path, tiny_mp100, capsys):
+    out = tmp_path / "runs"
+    assert main(_tiny_run_args(tiny_mp100, out, "--methods", "support-copy")) == 0
+    f = tiny_mp100 / "annotations" / "mp100_split1_test.json"
+    data = json.loads(f.read_text())
+    data["annotations"][0]["keypoints"][0] += 1.0
+    f.write_text(json.dumps(data))
+    assert main(_tiny_run_args(tiny_mp100, out, "--methods", "support-copy")) == 2
+    assert "changed since the finished cells of split 1" in capsys.readouterr().err
+
+
+def test_a_retried_cell_that_succeeds_is_no_longer_a_failure(tmp_path, tiny_mp100):
+    out = tmp_path / "runs"
+    base = _tiny_run_args(tiny_mp100, out, "--methods", "support-copy,oracle")
+    assert main(base) == 0
+    record = json.loads((out / "r" / "run.json").read_text())
+    record["failures"] = [{"method": "oracle", "split": 1, "shots": 1, "error": "earlier failure"}]
+    (out / "r" / "run.json").write_text(json.dumps(record))
+    (out / "r" / "cells" / "oracle").rename(tmp_path / "moved")  # the cell is not finished any more
+    assert main(base) == 0
+    assert json.loads((out / "r" / "run.json").read_text())["failures"] == []
