@@ -306,10 +306,15 @@ def cmd_score(args) -> int:
     from cape_bench.tables import print_headline  # noqa: PLC0415
 
     tables = score_run(args.run_dir)
-    extra, reference = _cell_flags(RunDir(args.run_dir).finished_cells())
+    run = RunDir(args.run_dir)
+    extra, reference = _cell_flags(run.finished_cells())
     print_headline(Console(), tables["summary.csv"], tables["ceiling.csv"], extra_inputs=extra, reference=reference)
     print(f"wrote {', '.join(tables)} in {args.run_dir}")
-    return 0
+    damaged = run.damaged_cells()
+    for rec, problem in damaged:
+        print(f"cape-bench: error: {rec['method']} split {rec['split']} {rec['shots']}-shot not scored: {problem}; "
+              "the same `cape-bench run` command computes it again", file=sys.stderr)
+    return 1 if damaged else 0
 
 
 def cmd_report(args) -> int:

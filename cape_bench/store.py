@@ -120,10 +120,36 @@ class RunDir:
             raise FileNotFoundError(f"{self.root} is not a cape-bench run directory (no run.json)") from err
 
     def finished_cells(self) -> list[dict]:
-        """Records of every finished cell, sorted by method, split, shots."""
-        records = []
+        """Records of every finished cell (record and a readable prediction table), sorted by method, split, shots."""
+        return [rec for rec, problem in self._cells() if not problem]
+
+    def damaged_cells(self) -> list[tuple[dict, str]]:
+        """Cells with a record whose prediction table is missing or unreadable, with what is wrong: a resumed run
+        computes them again; ``score`` names them."""
+        return [(rec, problem) for rec, problem in self._cells() if problem]
+
+    def _cells(self) -> list[tuple[dict, str]]:
+        out = []
         for path in sorted((self.root / "cells").glob("*/*.json")):
-            rec = json.loads(path.read_text())
-            if self.predictions(rec["method"], rec["split"], rec["shots"]).exists():
-                records.append(rec)
-        return sorted(records, key=lambda r: (r["method"], r["split"], r["shots"]))
+            try:
+                rec = json.loads(path.read_text())
+                table = self.predictions(rec["method"], rec["split"], rec["shots"])
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                out.append(({"method": path.parent.name, "split": 0, "shots": 0, "file": str(path)},
+                            f"{path}: unreadable cell record ({err})"))
+                continue
+            out.append((rec, _table_problem(table)))
+        return sorted(out, key=lambda item: (item[0]["method"], item[0]["split"], item[0]["shots"]))
+
+
+def _table_problem(path: Path) -> str:
+    """Empty when ``path`` is a readable parquet table, else what is wrong with it."""
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    if not path.exists():
+        return f"{path}: prediction table missing"
+    try:
+        pq.read_metadata(path)
+    except (OSError, ValueError) as err:  # pyarrow.ArrowInvalid is a ValueError
+        return f"{path}: prediction table unreadable ({err})"
+    return ""

@@ -387,3 +387,24 @@ def test_a_retried_cell_that_succeeds_is_no_longer_a_failure(tmp_path, tiny_mp10
     (out / "r" / "cells" / "oracle").rename(tmp_path / "moved")  # the cell is not finished any more
     assert main(base) == 0
     assert json.loads((out / "r" / "run.json").read_text())["failures"] == []
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_a_damaged_prediction_table_is_named_by_score_and_recomputed_by_run(tmp_path, tiny_mp100, damage, capsys):
+    out = tmp_path / "runs"
+    args = _tiny_run_args(tiny_mp100, out, "--methods", "support-copy,oracle")
+    assert main(args) == 0
+    table = out / "r" / "predictions" / "oracle" / "split1_1shot.parquet"
+    good = table.read_bytes()
+    if damage == "truncate":
+        table.write_bytes(good[: len(good) // 2])
+    else:
+        table.unlink()
+    capsys.readouterr()
+    assert main(["score", str(out / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "oracle split 1 1-shot not scored" in err and str(table) in err and "Traceback" not in err
+    assert set(pd.read_csv(out / "r" / "summary.csv")["method"]) == {"support-copy"}
+    assert main(args) == 0  # the same command recomputes exactly the damaged cell
+    assert "1 cells were finished earlier and not recomputed" in capsys.readouterr().out
+    assert set(pd.read_csv(out / "r" / "summary.csv")["method"]) == {"support-copy", "oracle"}
