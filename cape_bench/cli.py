@@ -281,7 +281,8 @@ def run_and_report(cfg, console, show_progress: bool = True) -> int:
     if cfg.run.report and runner.run.finished_cells():
         from cape_bench.report import build_report  # noqa: PLC0415
 
-        console.print(f"report: {build_report([run_dir], None)}")
+        # inside the run directory: two out-dirs holding runs of the same name never overwrite each other's report
+        console.print(f"report: {build_report([run_dir], run_dir / 'report.html')}")
     if failed:
         console.print(f"[red]{len(failed)} cells failed; finished cells are kept. Re-run the same command to retry.[/red]")
         return 1

@@ -30,15 +30,24 @@ def cell_stem(split: int, shots: int) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all, with the permissions of an ordinary new file (0666 less the umask: a
+    team sharing a file system can read the results; mkstemp's own temporary files are 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -71,6 +80,7 @@ def write_frame(path: Path, frame) -> None:
             frame.to_parquet(tmp, index=False, compression="zstd")
         else:
             frame.to_csv(tmp, index=False)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -408,3 +408,19 @@ def test_a_damaged_prediction_table_is_named_by_score_and_recomputed_by_run(tmp_
     assert main(args) == 0  # the same command recomputes exactly the damaged cell
     assert "1 cells were finished earlier and not recomputed" in capsys.readouterr().out
     assert set(pd.read_csv(out / "r" / "summary.csv")["method"]) == {"support-copy", "oracle"}
+
+
+def test_run_outputs_are_shareable_and_the_report_lives_in_the_run_directory(tmp_path, tiny_mp100):
+    old = os.umask(0o022)
+    try:
+        for out in ("a", "b"):  # equal run names in two out-dirs: two reports
+            args = _tiny_run_args(tiny_mp100, tmp_path / out, "--methods", "support-copy")
+            assert main([a for a in args if a not in ("--set", "run.report=false")]) == 0
+    finally:
+        os.umask(old)
+    for out in ("a", "b"):
+        run = tmp_path / out / "r"
+        assert (run / "report.html").is_file()
+        for f in (run / "run.json", run / "summary.csv", run / "report.html",
+                  run / "predictions" / "support-copy" / "split1_1shot.parquet"):
+            assert f.stat().st_mode & 0o777 == 0o644, f

@@ -21,7 +21,6 @@ Nothing heavy (pandas, matplotlib, jinja2) is imported until :func:`build_report
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import time
 from pathlib import Path
@@ -114,7 +113,4 @@ def build_report(run_dirs: list[Path], out: Path | None = None) -> Path:
     if out is not None:
         path = Path(out) / path.name if Path(out).is_dir() else Path(out)
     atomic_write_text(path, html)
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o666 & ~umask)  # the temporary file of the atomic write is private (0600); a report is to be shared
     return path
