@@ -300,3 +300,36 @@ def test_pick_text_encoder_falls_back_to_minilm(no_hub_cache, minilm):
     enc = te.pick_text_encoder(["gte-base-en-v1.5", "clip-vit-b32"])
     assert enc.name == "all-minilm-l6-v2" and enc.weights.genuine
     assert "gte-base-en-v1.5" in enc.weights.note and "clip-vit-b32" in enc.weights.note
+
+
+class _NotATensor:  # pickled by torch.save below: a weights file that would run code when unpickled
+    pass
+
+
+def test_weight_files_that_carry_code_are_not_read(tmp_path, monkeypatch):
+    path = tmp_path / "weights.pt"
+    torch.save({"state_dict": {"w": _NotATensor()}}, path)
+    monkeypatch.delenv(te.TRUST_TORCHSCRIPT_ENV, raising=False)
+    with pytest.raises(ValueError, match=f"as plain tensors .*set {te.TRUST_TORCHSCRIPT_ENV}=1"):
+        te._load_state_file(path)
+
+
+def test_training_state_is_read_without_pickled_code(tmp_path):
+    from baselines.common.trainer import Preset, train
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+    out = tmp_path / "model"
+    out.mkdir()
+    torch.save({"model": {"w": torch.zeros(1)}, "optimizer": {}, "step": 1, "history": [],
+                "torch_rng": torch.get_rng_state(), "extra": _NotATensor()}, out / "train_state.pt")
+    class OneStepStream:
+        def steps_per_epoch(self):
+            return 1
+
+    with pytest.raises(Exception, match="Weights only load failed"):
+        train(Tiny(), OneStepStream(), Preset("t", iterations=2, batch_size=1, lr=1e-3, warmup_iters=1), out,
+              meta={}, log=lambda *_: None)

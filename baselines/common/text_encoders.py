@@ -58,6 +58,8 @@ _HF_REPOS = {
 }
 _ENV_PATHS = {MINILM: "CAPE_BENCH_MINILM_DIR", GTE: "CAPE_BENCH_GTE_DIR", CLIP: "CAPE_BENCH_CLIP_WEIGHTS"}
 _DIMS = {MINILM: 384, GTE: 768, CLIP: 512}
+#: set to 1 to let a weights file that is a TorchScript archive (it carries code) be read with torch.jit.load
+TRUST_TORCHSCRIPT_ENV = "CAPE_BENCH_TRUST_TORCHSCRIPT"
 
 # gte-base-en-v1.5 architecture (Alibaba-NLP/new-impl ``NewConfig`` values of that checkpoint). Only used to build a
 # random-init model; a genuine snapshot's own config.json always wins.
@@ -586,6 +588,11 @@ def _load_state_file(path: Path) -> dict:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - TorchScript archives (OpenAI ViT-B-32.pt) refuse torch.load
+        # a TorchScript archive carries code: read only when the user says the file is trusted
+        if os.environ.get(TRUST_TORCHSCRIPT_ENV) != "1":
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"cannot read weights from {path} as plain tensors ({first}); if it is a TorchScript "
+                             f"archive you trust (OpenAI's ViT-B-32.pt), set {TRUST_TORCHSCRIPT_ENV}=1") from exc
         try:
             obj = torch.jit.load(str(path), map_location="cpu").state_dict()
         except Exception:  # noqa: BLE001

@@ -238,7 +238,8 @@ def _train_here(model, stream, preset, out_dir, meta, device, log, console, dist
     state_path = out_dir / "train_state.pt"
     start, history = 0, []
     if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=False)
+        # tensors, numbers and lists only (weights_only): a shared cache folder can run no pickled code here
+        state = torch.load(state_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, history = state["step"], state["history"]
