@@ -263,7 +263,7 @@ def run_and_report(cfg, console, show_progress: bool = True) -> int:
     from cape_bench.executors import execute  # noqa: PLC0415
     from cape_bench.runner import Runner  # noqa: PLC0415
     from cape_bench.scoring import score_run  # noqa: PLC0415
-    from cape_bench.tables import print_headline  # noqa: PLC0415
+    from cape_bench.tables import print_headline, variant_bases  # noqa: PLC0415
 
     name = cfg.run.name or time.strftime("%Y%m%d-%H%M%S")
     run_dir = Path(cfg.run.out_dir) / name
@@ -272,7 +272,8 @@ def run_and_report(cfg, console, show_progress: bool = True) -> int:
     outcomes = execute(runner)
     tables = score_run(run_dir)
     extra, reference = _cell_flags(runner.run.finished_cells())
-    print_headline(console, tables["summary.csv"], tables["ceiling.csv"], extra_inputs=extra, reference=reference)
+    print_headline(console, tables["summary.csv"], tables["ceiling.csv"], extra_inputs=extra, reference=reference,
+                   paired=tables.get("paired.csv"), bases=variant_bases(cfg.to_dict()))
     skipped = [o for o in outcomes if o.status.startswith("skipped")]
     if skipped:
         console.print(f"{len(skipped)} cells were finished earlier and not recomputed")
@@ -304,12 +305,13 @@ def cmd_score(args) -> int:
 
     from cape_bench.scoring import score_run  # noqa: PLC0415
     from cape_bench.store import RunDir  # noqa: PLC0415
-    from cape_bench.tables import print_headline  # noqa: PLC0415
+    from cape_bench.tables import print_headline, variant_bases  # noqa: PLC0415
 
     tables = score_run(args.run_dir)
     run = RunDir(args.run_dir)
     extra, reference = _cell_flags(run.finished_cells())
-    print_headline(Console(), tables["summary.csv"], tables["ceiling.csv"], extra_inputs=extra, reference=reference)
+    print_headline(Console(), tables["summary.csv"], tables["ceiling.csv"], extra_inputs=extra, reference=reference,
+                   paired=tables.get("paired.csv"), bases=variant_bases(run.read_run_json().get("config", {})))
     print(f"wrote {', '.join(tables)} in {args.run_dir}")
     damaged = run.damaged_cells()
     for rec, problem in damaged:

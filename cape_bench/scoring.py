@@ -74,6 +74,7 @@ def score_run(run_dir, thresholds=None, *, bootstrap_reps: int = 1000, analysis:
         thresholds = tuple(record.get("config", {}).get("protocol", {}).get("pck_thresholds", pck.PCK_THRESHOLDS))
     names = _category_names(run)
     summary, intervals, ceiling, per_cat, per_kpt = [], [], [], [], []
+    by_cell: dict[tuple[int, int], dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for rec in run.finished_cells():
         method, split, shots = rec["method"], rec["split"], rec["shots"]
         frame = pd.read_parquet(run.predictions(method, split, shots))
@@ -81,6 +82,7 @@ def score_run(run_dir, thresholds=None, *, bootstrap_reps: int = 1000, analysis:
         per_pair = pck.per_pair_metrics(arrays.dist_norm, arrays.dist_px, thresholds)
         for metric, value in pck.summarize(per_pair).items():
             summary.append((method, split, shots, metric, value))
+        by_cell.setdefault((split, shots), {})[method] = (per_pair["PCK@0.2"], arrays.pair_episode)
         lo, hi = pck.bootstrap_ci(per_pair["PCK@0.2"], arrays.pair_episode, reps=bootstrap_reps)
         intervals.append((method, split, shots, "PCK@0.2", lo, hi, bootstrap_reps))
         ceiling.append((method, split, shots, float(np.mean(arrays.mask.any(axis=1)))))
@@ -124,6 +126,7 @@ def score_run(run_dir, thresholds=None, *, bootstrap_reps: int = 1000, analysis:
         "per_keypoint.csv": pd.DataFrame(
             per_kpt, columns=["method", "split", "shots", "category_id", "kpt", "scored", "PCK@0.2"]
         ),
+        "paired.csv": paired_table(by_cell, bootstrap_reps),
     }
     for name, table in tables.items():
         write_frame(run.table(name), table)
@@ -137,3 +140,26 @@ def score_run(run_dir, thresholds=None, *, bootstrap_reps: int = 1000, analysis:
 def _category_names(run: RunDir) -> dict[int, tuple[str, str]]:
     """category id → (name, supercategory), from the categories the run stored."""
     return {cid: (c["name"], c["supercategory"]) for cid, c in run.categories().items()}
+
+
+PAIRED_COLUMNS = ["method_a", "method_b", "split", "shots", "metric", "delta", "ci95_low", "ci95_high", "p_value",
+                  "test", "episodes", "resolved"]
+
+
+def paired_table(by_cell: dict, reps: int = 1000):
+    """Every ordered pair of methods of each cell: ΔPCK@0.2 (a − b) with its paired bootstrap interval over episodes
+    and the Wilcoxon signed-rank p over per-episode differences (:mod:`cape_bench.metrics.paired`)."""
+    import pandas as pd  # noqa: PLC0415
+
+    from cape_bench.metrics.paired import paired_comparison  # noqa: PLC0415
+
+    rows = []
+    for (split, shots), methods in sorted(by_cell.items()):
+        for a, (pck_a, episodes_a) in sorted(methods.items()):
+            for b, (pck_b, episodes_b) in sorted(methods.items()):
+                if a == b or len(pck_a) != len(pck_b) or not np.array_equal(episodes_a, episodes_b):
+                    continue
+                r = paired_comparison(pck_a, pck_b, episodes_a, reps=reps)
+                rows.append((a, b, split, shots, "PCK@0.2", r.delta, r.ci95_low, r.ci95_high, r.p_value,
+                             "wilcoxon signed-rank over episodes", r.episodes, r.resolved))
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)

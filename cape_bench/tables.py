@@ -25,11 +25,47 @@ def headline(summary, ceiling=None, metric: str = "PCK@0.2"):
     return out
 
 
+#: the no-learning floor each learned method is compared with (paired), when both ran
+FLOORS = {"support-copy": ("pomnet", "capeformer", "graphcape", "capex", "capenext"), "text-prior": ("capex", "capenext")}
+
+
+def variant_bases(config: dict) -> dict[str, str]:
+    """label → registered method, for the ``[methods.<label>] method = ...`` variants of a run's config dict."""
+    return {label: entry["method"] for label, entry in (config.get("methods") or {}).items() if entry.get("method")}
+
+
+def comparison_pairs(labels, bases: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """The comparisons a run's table is read for: CapeNext against CapeX, each variant (ablation, probe) against the
+    model it varies, and each learned method against its floor(s)."""
+    labels = list(labels)
+    bases = bases or {}
+    pairs = []
+    if "capenext" in labels and "capex" in labels:
+        pairs.append(("capenext", "capex"))
+    pairs += [(label, bases[label]) for label in labels if bases.get(label, label) != label and bases[label] in labels]
+    for floor, methods in FLOORS.items():
+        if floor in labels:
+            pairs += [(label, floor) for label in labels if label in methods]
+    return pairs
+
+
+def _resolved(paired, a: str, b: str, split, shots) -> bool | None:
+    """Whether ``a`` vs ``b`` is resolved in that cell (None: no paired row)."""
+    if paired is None or not len(paired):
+        return None
+    row = paired[(paired["method_a"] == a) & (paired["method_b"] == b) & (paired["split"] == split)
+                 & (paired["shots"] == shots)]
+    return None if row.empty else bool(row["resolved"].iloc[0])
+
+
 def print_headline(console, summary, ceiling=None, metric: str = "PCK@0.2", extra_inputs=None,
-                   reference=()) -> None:
+                   reference=(), paired=None, bases: dict[str, str] | None = None) -> None:
     """Print the headline tables with rich; best method per column in bold.
 
     ``reference``: methods that read the query ground truth (``oracle``), shown dim and never bold.
+    ``paired``: the run's ``paired.csv``; with it a split's best is bold only when its lead over the runner-up is
+    resolved (paired test, see :mod:`cape_bench.metrics.paired`), the mean only when it is in every split, and the
+    comparisons of :func:`comparison_pairs` are printed under the table (``bases``: variant → method).
     """
     from rich.table import Table  # noqa: PLC0415
 
@@ -42,17 +78,36 @@ def print_headline(console, summary, ceiling=None, metric: str = "PCK@0.2", extr
             rich_table.add_column(str(col), justify="right")
         methods = [m for m in table.index if not m.startswith("(") and m not in reference]
         best = {col: table.loc[methods, col].max() if methods else np.nan for col in table.columns}
+        lead = {}  # column → the best's lead over the runner-up is resolved (None: unknown)
+        for col in table.columns:
+            if col == "mean" or len(methods) < 2:
+                continue
+            ranked = table.loc[methods, col].dropna().sort_values(ascending=False)
+            if len(ranked) > 1:
+                lead[col] = _resolved(paired, ranked.index[0], ranked.index[1], int(col.split()[-1]), shots)
+        if lead:
+            lead["mean"] = None if any(v is None for v in lead.values()) else all(lead.values())
+        unresolved = False
         for method, row in table.iterrows():
             name = method + (" †" if extra_inputs.get(method) else "") + (" ‡" if method in reference else "")
             cells = []
             for col, value in row.items():
                 text = "—" if np.isnan(value) else f"{value:.2f}"
                 if method in methods and len(methods) > 1 and value == best[col]:
-                    text = f"[bold]{text}[/bold]"
+                    if lead.get(col) is False:
+                        text, unresolved = f"{text}≈", True
+                    else:
+                        text = f"[bold]{text}[/bold]"
                 cells.append(text)
             style = "dim" if method.startswith("(") or method in reference else None
             rich_table.add_row(name, *cells, style=style)
         console.print(rich_table)
+        if unresolved:
+            console.print("≈ best in its column, but not resolved from the runner-up (paired test over episodes)")
+    if paired is not None and len(paired):
+        for a, b in comparison_pairs(sorted(set(summary["method"])), bases):
+            for _, row in paired[(paired["method_a"] == a) & (paired["method_b"] == b)].iterrows():
+                console.print(f"split {row['split']}, {row['shots']}-shot: " + describe_row(row), highlight=False)
     if reference & set(summary["method"]):
         console.print("‡ reads the query's ground truth: a reference for the pipeline, not a CAPE method")
     flagged = sorted(m for m, v in extra_inputs.items() if v)
@@ -86,3 +141,11 @@ def rank_agreement_lines(summary, metric: str = "PCK@0.2") -> list[str]:
         lines.append(f"rank agreement with published MP-100 (split {split}, {shots}-shot, official configurations):"
                      f" Kendall τ = {tau:+.2f} over {len(here)} methods{flipped}")
     return lines
+
+
+def describe_row(row) -> str:
+    """One ``paired.csv`` row as ``a vs b: +x [lo, hi] points, p = …: resolved``."""
+    from cape_bench.metrics.paired import PairedResult, describe  # noqa: PLC0415
+
+    result = PairedResult(row["delta"], row["ci95_low"], row["ci95_high"], row["p_value"], int(row["episodes"]))
+    return describe(row["method_a"], row["method_b"], result)
