@@ -163,6 +163,7 @@ def build(runs: list[RunData], colors: dict[str, str]) -> dict:
                 notes.append(f"{label}: {why}.")
     no_backbone = sorted({r.display[m] for r in runs for m in r.methods() if backbone_of(r, m) == "—"})
     return {
+        "comparisons": _comparisons(runs),
         "blocks": blocks,
         "flagged": flagged,
         "references": sorted({r.display[m] for r in runs for m in r.methods() if reads_ground_truth_of(r, m)}),
@@ -223,3 +224,22 @@ def _published_rows(block: Block, row: Row, prow, comparable: bool) -> dict:
         "delta": delta,
         "source": prow.source,
     }
+
+
+def _comparisons(runs: list[RunData]) -> list[dict]:
+    """The paired comparisons each run is read for (``paired.csv`` written by ``score``; absent in older runs)."""
+    import pandas as pd  # noqa: PLC0415
+
+    from cape_bench.tables import comparison_pairs, describe_row, variant_bases  # noqa: PLC0415
+
+    out = []
+    for run in runs:
+        file = run.path / "paired.csv"
+        if not file.exists():
+            continue
+        paired = pd.read_csv(file)
+        for a, b in comparison_pairs(run.methods(), variant_bases(run.meta.get("config", {}))):
+            for _, row in paired[(paired["method_a"] == a) & (paired["method_b"] == b)].iterrows():
+                out.append({"where": f"{run.label}: split {row['split']}, {row['shots']}-shot",
+                            "text": describe_row(row), "resolved": bool(row["resolved"])})
+    return out
