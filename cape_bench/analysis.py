@@ -63,6 +63,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cape_bench.cells import cell_arrays
 from cape_bench.metrics import ambiguity, pck, taxonomy, variation
 from cape_bench.store import RunDir, write_frame
 
@@ -337,7 +338,7 @@ def _analyze_cell(frame, cats: dict[int, _Category], alpha: float) -> _CellResul
     """Label every keypoint of one cell and count labels per keypoint (vectorised within each category).
 
     The distances are :func:`cape_bench.metrics.pck.normalized_distances` on each category's
-    ``[N, K]`` block: the same function and inputs as :func:`cape_bench.scoring.cell_arrays`, without
+    ``[N, K]`` block: the same function and inputs as :func:`cape_bench.cells.cell_arrays`, without
     padding every category to the largest K of the cell.
     """
     import pandas as pd  # noqa: PLC0415
@@ -571,8 +572,6 @@ def _summary(run: RunDir):
     """The run's ``summary.csv``, or the same numbers computed from the predictions when it is absent."""
     import pandas as pd  # noqa: PLC0415
 
-    from cape_bench.scoring import cell_arrays  # noqa: PLC0415
-
     path = run.table("summary.csv")
     if path.exists():
         return pd.read_csv(path)
@@ -678,8 +677,6 @@ def polysemy_knob_table(run_dirs, knob: str = "polysemy", alpha: float = taxonom
         shots, value.
     """
     import pandas as pd  # noqa: PLC0415
-
-    from cape_bench.scoring import cell_arrays  # noqa: PLC0415
 
     rows = []
     for run_dir in run_dirs:

@@ -263,7 +263,8 @@ def run_and_report(cfg, console, show_progress: bool = True) -> int:
     from cape_bench.executors import execute  # noqa: PLC0415
     from cape_bench.runner import Runner  # noqa: PLC0415
     from cape_bench.scoring import score_run  # noqa: PLC0415
-    from cape_bench.tables import print_headline, variant_bases  # noqa: PLC0415
+    from cape_bench.comparisons import variant_bases  # noqa: PLC0415
+    from cape_bench.tables import print_headline  # noqa: PLC0415
 
     name = cfg.run.name or time.strftime("%Y%m%d-%H%M%S")
     run_dir = Path(cfg.run.out_dir) / name
@@ -305,7 +306,8 @@ def cmd_score(args) -> int:
 
     from cape_bench.scoring import score_run  # noqa: PLC0415
     from cape_bench.store import RunDir  # noqa: PLC0415
-    from cape_bench.tables import print_headline, variant_bases  # noqa: PLC0415
+    from cape_bench.comparisons import variant_bases  # noqa: PLC0415
+    from cape_bench.tables import print_headline  # noqa: PLC0415
 
     tables = score_run(args.run_dir)
     run = RunDir(args.run_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -57,11 +58,17 @@ def ensure_synth(cfg: BenchConfig, log=print) -> Path:
     folder = cache_root(cfg) / f"cape-synth-{key.hexdigest()[:12]}"
     if (folder / SYNTH_COMPLETE_MARKER).exists():
         return folder
-    log(f"generating CAPE-Synth {params} into {folder} (first use; reused afterwards)")
-    knobs = synth.Knobs.from_dict(params["knobs"]) if "knobs" in params else None
-    gen_args = {k: v for k, v in params.items() if k != "knobs"}
-    synth.generate(folder, **gen_args, knobs=knobs, overwrite=True)  # no marker: an interrupted attempt
-    (folder / SYNTH_COMPLETE_MARKER).write_text(json.dumps({**params, "generator": synth.SYNTH_VERSION}))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # one process generates; the others (torchrun ranks, Ray workers, a second shell) wait for it and reuse it
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (folder / SYNTH_COMPLETE_MARKER).exists():
+            return folder
+        log(f"generating CAPE-Synth {params} into {folder} (first use; reused afterwards)")
+        knobs = synth.Knobs.from_dict(params["knobs"]) if "knobs" in params else None
+        gen_args = {k: v for k, v in params.items() if k != "knobs"}
+        synth.generate(folder, **gen_args, knobs=knobs, overwrite=True)  # no marker: an interrupted attempt
+        (folder / SYNTH_COMPLETE_MARKER).write_text(json.dumps({**params, "generator": synth.SYNTH_VERSION}))
     return folder
 
 

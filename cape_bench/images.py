@@ -6,13 +6,13 @@ each instance is warped to a square ``size`` × ``size`` crop around its 1.25-pa
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from cape_bench.data.geometry import warp_crop
+from cape_bench.data.paths import ALLOW_OUTSIDE_ENV, leaves_root, outside_allowed
 
 
 class MissingImagesError(FileNotFoundError):
@@ -23,19 +23,14 @@ class UnsafeImagePathError(MissingImagesError):
     """An annotation's ``file_name`` points outside the image root (absolute, or through ``..``)."""
 
 
-#: set to 1 to let ``file_name`` entries reach outside the image root (a trusted file that needs it)
-ALLOW_OUTSIDE_ENV = "CAPE_BENCH_ALLOW_OUTSIDE_IMAGE_ROOT"
-
-
 def image_path(root: str | Path, file_name: str) -> Path:
     """``root / file_name``, refusing a ``file_name`` that leaves ``root`` unless ``$CAPE_BENCH_ALLOW_OUTSIDE_IMAGE_ROOT``
     is 1: annotation files come from others, and a crop read from elsewhere can end up embedded in a report."""
-    name = Path(file_name)
-    if os.environ.get(ALLOW_OUTSIDE_ENV) != "1" and (name.is_absolute() or ".." in name.parts):
+    if leaves_root(file_name) and not outside_allowed():
         raise UnsafeImagePathError(
             f"file_name {file_name!r} leaves the image root {root} (absolute or '..'); refused — set "
             f"{ALLOW_OUTSIDE_ENV}=1 to allow it for a file you trust")
-    return Path(root) / name
+    return Path(root) / file_name
 
 
 def check_images(image_root: str | Path | None, files, *, needed_by: str, show: int = 5) -> None:
@@ -54,6 +49,18 @@ def check_images(image_root: str | Path | None, files, *, needed_by: str, show: 
             f"{needed_by} needs images: {len(missing)} of {len(unique)} files are missing under {root}: "
             f"{', '.join(missing[:show])}{more}"
         )
+
+
+#: ImageNet statistics the backbones' inputs are normalised with (torchvision ``Normalize``)
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def normalize_crops(crops_uint8: np.ndarray) -> np.ndarray:
+    """uint8[N, S, S, 3] RGB → float32[N, 3, S, S] ImageNet-normalised (``ToTensor`` + ``NormalizeTensor``)."""
+    x = crops_uint8.astype(np.float32) / 255.0
+    x = (x - IMAGENET_MEAN) / IMAGENET_STD
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
 def read_rgb(path: Path) -> np.ndarray:

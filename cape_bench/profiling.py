@@ -976,7 +976,7 @@ def bare_forward_samples(method, inputs: SyntheticInputs, batch: int, repeats: i
         state = method.encode_support(inputs.support())
         views = [inputs.queries(batch, ground_truth=method.info.reads_query_ground_truth) for _ in range(repeats + 1)]
         if callable(getattr(method, "predict_normalized", None)) and views[0].crops is not None:
-            from baselines.common.episodic_data import normalize_crops  # noqa: PLC0415
+            from cape_bench.images import normalize_crops  # noqa: PLC0415
 
             tensors = [torch.from_numpy(normalize_crops(v.crops)).to(method.device) for v in views]
 

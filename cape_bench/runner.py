@@ -778,13 +778,7 @@ def train_methods(cfg: BenchConfig, names: list[str], split: int, log=print) -> 
 
     for name in names:
         resolve(cfg.method(name).method or name)
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # torchrun: rank 0 generates a missing dataset, then the rest
-        from baselines.common.distributed import main_process_first  # noqa: PLC0415
-
-        with main_process_first(cfg.run.device):
-            ds = resolve_dataset(cfg, log)
-    else:
-        ds = resolve_dataset(cfg, log)
+    ds = resolve_dataset(cfg, log)  # under torchrun the first rank generates a missing dataset, the rest wait (flock)
     out = []
     for name in names:
         if cfg.method(name).checkpoint:

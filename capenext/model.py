@@ -19,18 +19,16 @@ State-dict keys of :class:`CapeNextHead` are the official ``additional_module.*`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from baselines.capex.model import CapeXConfig, CapeXHead
+# CapeNext builds on CapeX: e_joint is CapeX's keypoint-text feature (joint_text_embeddings, re-exported here)
+from baselines.capex.model import CapeXConfig, CapeXHead, EncodeText, joint_text_embeddings, l2_rows  # noqa: F401
 from baselines.common.lineage_head import LineageOutputs
 from capenext.fuse import FuseConfig, SimpleMultiModalModule
-
-#: encode_text: N strings → float[N, D] raw (un-normalised or normalised) embeddings.
-EncodeText = Callable[[list[str]], "np.ndarray | torch.Tensor"]
 
 
 def category_prompt(category_name: str) -> str:
@@ -38,51 +36,10 @@ def category_prompt(category_name: str) -> str:
     return "a photo of " + category_name.replace("_", " ")
 
 
-def _l2_rows(x: torch.Tensor) -> torch.Tensor:
-    # Official ``x / x.norm(dim=1, keepdim=True)`` (no epsilon: a zero embedding would be NaN there too).
-    return x / x.norm(dim=1, keepdim=True)
-
-
-def joint_text_embeddings(descriptions: Sequence[Sequence[str]], mask_s: torch.Tensor, encode_text: EncodeText,
-                          num_shots: int = 1) -> torch.Tensor:
-    """Official ``extract_text_features``: keypoint-text tokens of a batch.
-
-    Args:
-        descriptions: B lists of the category's keypoint descriptions (n_b ≤ K strings each).
-        mask_s: float/bool[B, K] or [B, K, 1] support mask of shot 0.
-        encode_text: the text tower (one call per shot with all visible strings of the batch, as officially).
-        num_shots: S; every shot repeats shot 0's strings and mask (official behaviour), so the mean is a no-op.
-
-    Returns:
-        float32[B, K, D]: unit rows at visible slots, zero rows elsewhere.
-    """
-    mask = mask_s.reshape(mask_s.shape[0], -1) > 0
-    bs, slots = mask.shape
-    for b, descs in enumerate(descriptions):
-        if mask[b, len(descs):].any():
-            raise ValueError(f"sample {b}: support mask set on slots beyond its {len(descs)} keypoints")
-    per_shot = []
-    for _ in range(num_shots):
-        strings, where = [], []
-        for b, descs in enumerate(descriptions):
-            n = len(descs)
-            for k in range(n):
-                if mask[b, k]:
-                    strings.append(descs[k])
-                    where.append((b, k))
-        feats = _l2_rows(torch.as_tensor(np.asarray(encode_text(strings)), dtype=torch.float32))
-        out = feats.new_zeros(bs, slots, feats.shape[1])
-        if where:
-            idx = torch.tensor(where)
-            out[idx[:, 0], idx[:, 1]] = feats
-        per_shot.append(out)
-    return torch.stack(per_shot).mean(0)
-
-
 def category_text_embeddings(category_names: Sequence[str], encode_text: EncodeText) -> torch.Tensor:
     """``e_cls`` float32[B, D]: L2-normalised embedding of :func:`category_prompt` of each query's category."""
     feats = encode_text([category_prompt(n) for n in category_names])
-    return _l2_rows(torch.as_tensor(np.asarray(feats), dtype=torch.float32))
+    return l2_rows(torch.as_tensor(np.asarray(feats), dtype=torch.float32))
 
 
 class CapeNextHead(nn.Module):

@@ -53,7 +53,8 @@ def test_an_unresolved_best_is_not_bold_and_the_comparisons_are_printed():
     import pandas as pd
     from rich.console import Console
 
-    from cape_bench.tables import comparison_pairs, print_headline
+    from cape_bench.comparisons import comparison_pairs
+    from cape_bench.tables import print_headline
 
     summary = pd.DataFrame([("capenext", 1, 1, "PCK@0.2", 0.62), ("capex", 1, 1, "PCK@0.2", 0.61),
                             ("support-copy", 1, 1, "PCK@0.2", 0.50)], columns=["method", "split", "shots", "metric", "value"])

@@ -10,7 +10,7 @@ a descriptions file, ``--text-variant``). Mirrors ``matanr/capex@cbb591f`` ``mod
    The option ``support_mask="product"`` uses the product over shots instead (PoseAnything's rule);
 2. ``e_joint``: the frozen text encoder on the support-visible descriptions, L2-normalised, scattered into zero
    rows; every shot carries the same descriptions and shot 0's mask, so the official mean over shots is a no-op
-   and 5-shot changes only the mask (``capenext.model.joint_text_embeddings``, shared with CapeNext);
+   and 5-shot changes only the mask (``baselines.capex.model.joint_text_embeddings``, which CapeNext reuses);
 3. ``feature_q = backbone(img_q)``; the support *image* is never used;
 4. ``keypoint_head(feature_q, e_joint, mask_s, skeleton)`` with the category skeleton (graph decoder 'pre').
 
@@ -36,13 +36,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from baselines.capex.model import CapeXConfig, CapeXHead
+from baselines.capex.model import CapeXConfig, CapeXHead, joint_text_embeddings
 from baselines.common import text_encoders as te
 from baselines.common.backbones import build_backbone
 from baselines.common.plugin import TorchMethod
 from baselines.common.trainer import Preset
 from cape_bench.api import Category, InstanceView, MethodInfo, RunContext
-from capenext.model import joint_text_embeddings
 
 PRESETS = {
     # configs/tiny/tiny_split{1..5}_config.py (= PoseAnything's schedule, spec §4.3/§5.4): Adam 1e-5 (backbone

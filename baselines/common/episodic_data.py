@@ -26,17 +26,7 @@ import numpy as np
 from baselines.common.heatmaps import msra_targets
 from cape_bench.data.geometry import affine_matrix, apply_affine, warp_crop
 from cape_bench.data.mp100 import AnnotationSet, Instance
-from cape_bench.images import image_path, read_rgb
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-def normalize_crops(crops_uint8: np.ndarray) -> np.ndarray:
-    """uint8[N, S, S, 3] RGB → float32[N, 3, S, S] ImageNet-normalised (``ToTensor`` + ``NormalizeTensor``)."""
-    x = crops_uint8.astype(np.float32) / 255.0
-    x = (x - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+from cape_bench.images import image_path, normalize_crops, read_rgb
 
 
 def class_balanced_epoch(cat2obj: dict[int, tuple[int, ...]], shots: int, seed: int, epoch: int) -> list[list[int]]:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from baselines.common.episodic_data import normalize_crops
+from cape_bench.images import normalize_crops
 from baselines.common.trainer import EpisodeStream, Preset, load_checkpoint, train
 from cape_bench.api import InstanceView, MethodInfo, RunContext
 from cape_bench.data.geometry import crop_to_image, image_to_crop

@@ -37,7 +37,7 @@ from rich.text import Text
 
 from cape_bench.data.geometry import clean_bbox
 from cape_bench.data.mp100 import description_count_warning
-from cape_bench.images import ALLOW_OUTSIDE_ENV
+from cape_bench.data.paths import ALLOW_OUTSIDE_ENV, leaves_root
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 _SEVERITY_OF_PREFIX = {"E": ERROR, "W": WARNING, "I": INFO}
@@ -732,7 +732,7 @@ def _index_images(raw: list, sink: _Sink) -> dict[Any, _Img]:
             sink.add("E-dup-image-id", f"image id {iid} already used by images[{imgs[iid].index}]", f"{path}.id", **ctx)
             continue
         file_name = _optional_str(img, "file_name", path, sink, required=True, ctx=ctx)
-        if isinstance(file_name, str) and (Path(file_name).is_absolute() or ".." in Path(file_name).parts):
+        if isinstance(file_name, str) and leaves_root(file_name):
             sink.add("E-image-path", f"file_name {file_name!r} leaves the image root (absolute or '..'): run "
                                      f"refuses it unless {ALLOW_OUTSIDE_ENV}=1", f"{path}.file_name", **ctx)
         imgs[iid] = _Img(

@@ -230,7 +230,7 @@ def _comparisons(runs: list[RunData]) -> list[dict]:
     """The paired comparisons each run is read for (``paired.csv`` written by ``score``; absent in older runs)."""
     import pandas as pd  # noqa: PLC0415
 
-    from cape_bench.tables import comparison_pairs, describe_row, variant_bases  # noqa: PLC0415
+    from cape_bench.comparisons import comparison_pairs, describe_row, variant_bases  # noqa: PLC0415
 
     out = []
     for run in runs:
