@@ -111,3 +111,22 @@ def test_decoder_refines_its_starting_point():
     assert layers[-1] < 0.7 * start, (start, layers)
     assert layers[0] < 0.7 * start, (start, layers)
     assert max(layers[1:]) < 1.25 * layers[0], (start, layers)
+
+
+@pytest.mark.parametrize("name", ["capeformer", "graphcape"])
+def test_image_lineage_methods_start_from_the_official_initialisation(name):
+    """``TwoStageHead.init_weights`` / ``PoseHead.init_weights``: the decoder starts from the proposals (every
+    ``kpt_branch`` ends in zeros), xavier elsewhere; the same run seed gives the same head."""
+    pytest.importorskip("timm")
+    from cape_bench.registry import load_method_class
+
+    cls = load_method_class(name)
+    heads = []
+    for _ in range(2):
+        method = cls(backbone="resnet18", backbone_weights="random")
+        heads.append(method.build_model().head)
+    for branch in heads[0].kpt_branch:
+        assert float(branch.mlp[-1].weight.abs().sum()) == 0 and float(branch.mlp[-1].bias.abs().sum()) == 0
+    assert float(heads[0].input_proj.bias.abs().sum()) == 0  # xavier pass: biases zeroed
+    for a, b in zip(heads[0].state_dict().values(), heads[1].state_dict().values(), strict=True):
+        assert torch.equal(a, b)

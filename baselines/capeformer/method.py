@@ -73,16 +73,27 @@ class LineageImageMethod(TorchMethod):
     # batches pad to their largest K only: the head takes the support-order embedding from the official
     # 100-slot grid, so fewer slots give the official result (tests/golden/test_capeformer_golden.py)
     pad_to = None
+    _seed = 1  # the run seed (prepare): the head's initial weights follow it
+
+    def prepare(self, ctx) -> None:
+        self._seed = ctx.seed
+        super().prepare(ctx)
 
     def head_config(self, in_channels: int):
         size = self.preset.input_size
         return self.config_class(in_channels=in_channels, input_size=size, heatmap_size=size // 4)
 
     def build_model(self) -> nn.Module:
+        """Backbone + head with the official training initialisation (``TwoStageHead.init_weights`` /
+        ``PoseHead.init_weights``: xavier, the last ``kpt_branch`` layers zeroed), seeded by the run seed."""
         backbone, info = build_backbone(self.backbone_name, self.options.get("backbone_weights"),
                                         input_size=self.preset.input_size)
         self.backbone_info = info
-        return LineageImageModel(backbone, self.head_class(self.head_config(info.out_channels)), self.feature_size)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._seed)
+            head = self.head_class(self.head_config(info.out_channels))
+            head.init_weights()
+        return LineageImageModel(backbone, head, self.feature_size)
 
     def _support_from_features(self, feats, kpts_norm, visible, support):
         shots = feats.shape[0]  # feats [S, C, h, w]

@@ -72,7 +72,6 @@ class GraphCape(LineageImageMethod):
     # officially instead of failing
     pad_to = 100
 
-    _seed = 1
     _log: Any = print
 
     @property
@@ -81,16 +80,8 @@ class GraphCape(LineageImageMethod):
         return self.preset.input_size // 16
 
     def prepare(self, ctx: RunContext) -> None:
-        self._seed, self._log = ctx.seed, ctx.log
+        self._log = ctx.log
         super().prepare(ctx)
-
-    def build_model(self) -> nn.Module:
-        """Backbone + head with the official training init (``PoseHead.init_weights``), seeded by the run seed."""
-        with torch.random.fork_rng():
-            torch.manual_seed(self._seed)
-            model = super().build_model()
-            model.head.init_weights()
-        return model
 
     def load_official_checkpoint(self, path: Path) -> dict:
         """A released PoseAnything checkpoint (``backbone.*`` SwinV2, ``keypoint_head.*``), strictly loaded."""
