@@ -431,3 +431,20 @@ def test_provenance_names_the_encoders(capex, capenext):
     assert pn["class_text"] == "ground-truth category name"
     assert pn["fusion_module"]["official_class"] == "SimpleMultiModalModule"
     assert any("NOT the official CLIP" in m for m in capenext["log"])
+
+
+def test_inspect_measures_what_dsfr_does(capenext, world):
+    from capenext.inspect import inspect_split, separation
+
+    ann = world["ann"]
+    rows, refined = inspect_split(capenext["method"], ann, str(world["root"] / "tiny" / "images"), per_category=2)
+    expected = sum(min(2, len(ann.cat2obj[c])) * ann.categories[c].num_keypoints for c in ann.categories)
+    assert len(rows) == expected == len(refined)
+    assert rows["moved"].between(0, 2).all() and rows["w_t"].between(0, 1).all() and rows["w_i"].between(0, 1).all()
+    # DSFR refines each keypoint from its own text and the two HCMI tokens: one instance's rows are its refinement
+    one = rows[(rows["category_id"] == world["cat"]) & (rows["instance"] == rows["instance"].iloc[0])]
+    assert len(one) == 0 or one["kpt"].tolist() == list(range(len(one)))
+    summary = separation(rows, refined)
+    assert set(summary) >= {"same name, different supercategories: cosine", "w_t mean", "w_i mean"}
+    # the tiny dataset names part_j in every category: the same name meets itself across and within supercategories
+    assert -1 <= summary["same name, different supercategories: cosine"] <= 1
