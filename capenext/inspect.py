@@ -112,3 +112,38 @@ def separation(rows, refined: np.ndarray) -> dict[str, float]:
         "w_t mean": float(rows["w_t"].mean()),
         "w_i mean": float(rows["w_i"].mean()),
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m capenext.inspect [--label capenext] [--split 1] [--config bench.toml] [--set KEY=VALUE …]``: run the
+    split's trained model (training it first if it is not cached, as ``cape-bench run`` would) and print
+    :func:`separation` of its test categories."""
+    import argparse  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    from cape_bench.config import find_config, load_config  # noqa: PLC0415
+    from cape_bench.data.mp100 import load_annotation_set, split_file  # noqa: PLC0415
+    from cape_bench.datasets import resolve_dataset  # noqa: PLC0415
+    from cape_bench.runner import create_configured_method, make_context  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="python -m capenext.inspect", description=__doc__.splitlines()[0])
+    parser.add_argument("--label", default="capenext", help="a capenext label of bench.toml (ablations count)")
+    parser.add_argument("--split", type=int, default=1)
+    parser.add_argument("--per-category", type=int, default=10)
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config or find_config(), args.overrides)
+    ds = resolve_dataset(cfg, print)
+    method = create_configured_method(cfg, args.label)
+    method.prepare(make_context(cfg, args.label, ds, args.split, 1, print))
+    test = load_annotation_set(split_file(ds.ann_dir, args.split, cfg.dataset.subset))
+    train = load_annotation_set(split_file(ds.ann_dir, args.split, "train"))
+    rows, refined = inspect_split(method, test, str(ds.image_root), vocabulary=train, per_category=args.per_category)
+    summary = separation(rows, refined)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
