@@ -226,8 +226,8 @@ class Runner:
         if previous and previous.get("config_sha256") != self.cfg.sha256:
             if self.run.finished_cells():
                 changed = _changed_keys(previous.get("config", {}), self.cfg.to_dict())
-                raise ConfigError(
-                    f"{self.run.root} holds finished cells of a run with another config (changed: "
+                raise RunConflictError(
+                    f"{self.run.root} holds finished cells of a run with a different config (changed: "
                     f"{', '.join(changed[:6]) or 'the config digest'}); use a new --name, or the same config to resume"
                 )
             self.log(f"{self.run.root}: no cell of the earlier run there had finished; starting it with this config")
@@ -345,7 +345,7 @@ class Runner:
             if record:
                 stored = envelope["annotations"].get(f"split{split}", {}).get("sha256")
                 if stored and stored != ann.sha256 and any(c["split"] == split for c in self.run.finished_cells()):
-                    raise ConfigError(
+                    raise RunConflictError(
                         f"{ann.path} changed since the finished cells of split {split} in {self.run.root} were "
                         f"computed (sha256 {stored[:12]} then, {ann.sha256[:12]} now): use a new --name, or restore "
                         "the file to resume")
@@ -728,6 +728,11 @@ def create_configured_method(cfg: BenchConfig, name: str):
         if value:
             options[key] = value
     return create_method(section.method or name, **options)
+
+
+class RunConflictError(ConfigError, RuntimeError):
+    """A run directory holds finished cells that this command would not reproduce (another config, an edited
+    annotation file): a one-line error from the CLI (a ConfigError), a RuntimeError to Python callers."""
 
 
 def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -363,7 +363,7 @@ def test_a_run_name_whose_first_start_failed_takes_the_corrected_command(tmp_pat
     # with finished cells, another config is a one-line error naming what changed
     assert main(_tiny_run_args(tiny_mp100, out, "--methods", "support-copy", "--set", "protocol.num_queries=3")) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "holds finished cells of a run with another config (changed: protocol.num_queries)" in err[0]
+    assert len(err) == 1 and "holds finished cells of a run with a different config (changed: protocol.num_queries)" in err[0]
 
 
 def test_an_annotation_file_edited_between_runs_is_refused_on_resume(tmp_path, tiny_mp100, capsys):
