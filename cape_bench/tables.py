@@ -48,7 +48,12 @@ def print_headline(console, summary, ceiling=None, metric: str = "PCK@0.2", extr
     extra_inputs = extra_inputs or {}
     reference = set(reference)
     for shots, table in headline(summary, ceiling, metric).items():
-        rich_table = Table(title=f"{metric} (%), {shots}-shot", title_justify="left")
+        name = metric
+        if metric == "mPCK":  # name the threshold set next to every mPCK: papers average different ones
+            from cape_bench.metrics.pck import mpck_definition, thresholds_in  # noqa: PLC0415
+
+            name = mpck_definition(thresholds_in(summary["metric"]))
+        rich_table = Table(title=f"{name} (%), {shots}-shot", title_justify="left")
         rich_table.add_column("method")
         for col in table.columns:
             rich_table.add_column(str(col), justify="right")

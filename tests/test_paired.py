@@ -72,3 +72,19 @@ def test_an_unresolved_best_is_not_bold_and_the_comparisons_are_printed():
     assert comparison_pairs(["capenext", "capex", "capenext-wrong-class", "text-prior"],
                             {"capenext-wrong-class": "capenext"}) == [
         ("capenext", "capex"), ("capenext-wrong-class", "capenext"), ("capenext", "text-prior"), ("capex", "text-prior")]
+
+
+def test_every_mpck_shown_names_its_threshold_set(tmp_path):
+    import pandas as pd
+    from rich.console import Console
+
+    from cape_bench.metrics.pck import mpck_definition, thresholds_in
+    from cape_bench.tables import print_headline
+
+    assert mpck_definition([0.2, 0.1]) == "mPCK = mean of PCK@{0.1, 0.2}"
+    summary = pd.DataFrame([("a", 1, 1, m, 0.5) for m in ("PCK@0.1", "PCK@0.2", "mPCK")],
+                           columns=["method", "split", "shots", "metric", "value"])
+    assert thresholds_in(summary["metric"]) == [0.1, 0.2]
+    console = Console(record=True, width=200)
+    print_headline(console, summary, metric="mPCK")
+    assert "mPCK = mean of PCK@{0.1, 0.2} (%), 1-shot" in console.export_text()

@@ -121,6 +121,17 @@ def summarize(per_pair: dict[str, np.ndarray]) -> dict[str, float]:
 HIGHER_IS_BETTER = {"mPCK": True, "NME": False, "AUC": True, "EPE": False}
 
 
+def mpck_definition(thresholds) -> str:
+    """What an mPCK means, to print beside it: papers differ (EdgeCape's paper averages PCK@{0.05…0.20}, its
+    released config five thresholds; CapeFormer's code PCK@{0.05…0.25})."""
+    return "mPCK = mean of PCK@{" + ", ".join(f"{t:g}" for t in sorted(thresholds)) + "}"
+
+
+def thresholds_in(metrics) -> list[float]:
+    """The PCK thresholds among metric names (``PCK@0.1`` → 0.1): the set a stored mPCK averages."""
+    return sorted(float(m.split("@", 1)[1]) for m in set(metrics) if str(m).startswith("PCK@"))
+
+
 def higher_is_better(metric: str) -> bool:
     return HIGHER_IS_BETTER.get(metric, metric.startswith("PCK"))
 

@@ -49,6 +49,12 @@ def render_tables(run_dirs: list[Path], fmt: str, metric: str = "PCK@0.2") -> st
         note = "; ".join(f"{label}: {what}" for label, what in flagged.items())
         parts.append(f"† uses input beyond the support set: {note}" if fmt == "md"
                      else f"% $^\\dagger$ uses input beyond the support set: {_tex(note)}")
+    if metric == "mPCK":  # name the threshold set next to every mPCK: papers average different ones
+        from cape_bench.metrics.pck import mpck_definition  # noqa: PLC0415
+
+        sets = {tuple(r.meta.get("config", {}).get("protocol", {}).get("pck_thresholds", ())) for r in runs}
+        text = "; ".join(f"{mpck_definition(s)}" for s in sorted(sets) if s)
+        parts.append(text if fmt == "md" else f"% {text}")
     if any(row.reference for block in blocks for row in block.rows):
         parts.append("‡ reads the query's ground truth: a reference for the pipeline, never ranked" if fmt == "md"
                      else "% $^\\ddagger$ reads the query's ground truth: a reference for the pipeline, never ranked")
