@@ -48,12 +48,7 @@ def print_headline(console, summary, ceiling=None, metric: str = "PCK@0.2", extr
     extra_inputs = extra_inputs or {}
     reference = set(reference)
     for shots, table in headline(summary, ceiling, metric).items():
-        name = metric
-        if metric == "mPCK":  # name the threshold set next to every mPCK: papers average different ones
-            from cape_bench.metrics.pck import mpck_definition, thresholds_in  # noqa: PLC0415
-
-            name = mpck_definition(thresholds_in(summary["metric"]))
-        rich_table = Table(title=f"{name} (%), {shots}-shot", title_justify="left")
+        rich_table = Table(title=f"{metric} (%), {shots}-shot", title_justify="left")
         rich_table.add_column("method")
         for col in table.columns:
             rich_table.add_column(str(col), justify="right")
@@ -83,6 +78,10 @@ def print_headline(console, summary, ceiling=None, metric: str = "PCK@0.2", extr
             style = "dim" if method.startswith("(") or method in reference else None
             rich_table.add_row(name, *cells, style=style)
         console.print(rich_table)
+        if metric == "mPCK":  # name the threshold set next to every mPCK: papers average different ones
+            from cape_bench.metrics.pck import mpck_definition, thresholds_in  # noqa: PLC0415
+
+            console.print(mpck_definition(thresholds_in(summary["metric"])), highlight=False)
         if unresolved:
             console.print("≈ best in its column, but not resolved from the runner-up (paired test over episodes)")
     if paired is not None and len(paired):
