@@ -456,3 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, AnnotationError, UnknownMethodError, FileNotFoundError) as err:
         print(f"cape-bench: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a read-only folder: the file and the reason, no traceback
+        print(f"cape-bench: error: {err.filename or ''}{': ' if err.filename else ''}{err.strerror or err}",
+              file=sys.stderr)
+        return 2

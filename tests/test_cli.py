@@ -424,3 +424,33 @@ def test_run_outputs_are_shareable_and_the_report_lives_in_the_run_directory(tmp
         for f in (run / "run.json", run / "summary.csv", run / "report.html",
                   run / "predictions" / "support-copy" / "split1_1shot.parquet"):
             assert f.stat().st_mode & 0o777 == 0o644, f
+
+
+def test_a_full_disk_fails_the_cell_it_hits_and_is_one_line_elsewhere(tmp_path, tiny_mp100, monkeypatch, capsys):
+    import errno
+
+    from cape_bench import runner as runner_module
+
+    real_write_frame = runner_module.write_frame
+
+    def full_for_oracle(path, frame):
+        if "predictions" in str(path) and "oracle" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write_frame(path, frame)
+
+    monkeypatch.setattr(runner_module, "write_frame", full_for_oracle)
+    out = tmp_path / "runs"
+    assert main(_tiny_run_args(tiny_mp100, out, "--methods", "support-copy,oracle")) == 1
+    record = json.loads((out / "r" / "run.json").read_text())
+    (failure,) = record["failures"]
+    assert failure["method"] == "oracle" and "No space left on device" in failure["error"]
+    assert set(pd.read_csv(out / "r" / "summary.csv")["method"]) == {"support-copy"}
+
+    def full(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(runner_module, "write_json", full)
+    capsys.readouterr()
+    assert main(_tiny_run_args(tiny_mp100, tmp_path / "other", "--methods", "support-copy")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("run.json: No space left on device") and "Traceback" not in err[0]
