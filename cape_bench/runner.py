@@ -344,7 +344,7 @@ class Runner:
             problem = ""
             if record:
                 stored = envelope["annotations"].get(f"split{split}", {}).get("sha256")
-                if stored and stored != ann.sha256 and any(c["split"] == split for c in self.run.finished_cells()):
+                if stored and stored != ann.sha256 and any(c[1] == split for c in finished):
                     raise RunConflictError(
                         f"{ann.path} changed since the finished cells of split {split} in {self.run.root} were "
                         f"computed (sha256 {stored[:12]} then, {ann.sha256[:12]} now): use a new --name, or restore "

@@ -112,12 +112,19 @@ def paired_table(by_cell: dict, reps: int = 1000):
     from cape_bench.metrics.paired import paired_comparison  # noqa: PLC0415
 
     rows = []
+    test = "wilcoxon signed-rank over episodes"
     for (split, shots), methods in sorted(by_cell.items()):
-        for a, (pck_a, episodes_a) in sorted(methods.items()):
-            for b, (pck_b, episodes_b) in sorted(methods.items()):
-                if a == b or len(pck_a) != len(pck_b) or not np.array_equal(episodes_a, episodes_b):
+        names = sorted(methods)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                (pck_a, episodes_a), (pck_b, episodes_b) = methods[a], methods[b]
+                if len(pck_a) != len(pck_b) or not np.array_equal(episodes_a, episodes_b):
                     continue
                 r = paired_comparison(pck_a, pck_b, episodes_a, reps=reps)
-                rows.append((a, b, split, shots, "PCK@0.2", r.delta, r.ci95_low, r.ci95_high, r.p_value,
-                             "wilcoxon signed-rank over episodes", r.episodes, r.resolved))
-    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+                rows.append((a, b, split, shots, "PCK@0.2", r.delta, r.ci95_low, r.ci95_high, r.p_value, test,
+                             r.episodes, r.resolved))
+                # b − a: the same resampling draws negate Δ and swap the interval; the two-sided p is symmetric
+                rows.append((b, a, split, shots, "PCK@0.2", -r.delta, -r.ci95_high, -r.ci95_low, r.p_value, test,
+                             r.episodes, r.resolved))
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS).sort_values(
+        ["split", "shots", "method_a", "method_b"], ignore_index=True)

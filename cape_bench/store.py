@@ -15,6 +15,7 @@ interrupted run never leaves a half-written table that a resumed run would trust
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -44,7 +45,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+@functools.cache
 def _umask() -> int:
+    """The process umask, read once (reading it means setting it, so not on every write)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
