@@ -174,13 +174,31 @@ def test_graphcape_uses_the_skeleton(trained, data):
     stream = EpisodeStream(ann, str(data / "images"), 1, TINY, method.sigma, 1, pad_to=method.pad_to,
                            augment=Augmentation(enabled=False))
     batch = batch_to_torch(stream.batch_at(0), "cpu")
-    assert batch["target_q"].shape[1] == 100  # official max_kpt_num slots
+    assert method.pad_to is None and batch["target_q"].shape[1] == int(batch["num_keypoints"].max())
+    official_layout = EpisodeStream(ann, str(data / "images"), 1, TINY, method.sigma, 1, pad_to=100,
+                                    augment=Augmentation(enabled=False))
+    padded = batch_to_torch(official_layout.batch_at(0), "cpu")
+    assert padded["target_q"].shape[1] == 100  # official max_kpt_num slots
     model.eval()
     with torch.no_grad():
         full = model.training_losses(batch)
         empty = model.training_losses({**batch, "skeletons": [np.zeros((0, 2), np.int64)] * 2})
+        official = model.training_losses(padded)
     assert full["l1_loss_layer2"] != empty["l1_loss_layer2"]
     assert full["proposal_loss"] == empty["proposal_loss"]  # proposals come before the graph decoder
+    # padded slots are masked everywhere: the 100-slot layout gives the same losses
+    for name, value in official.items():
+        torch.testing.assert_close(full[name], value, rtol=1e-5, atol=1e-6)
+
+    # a 1-based skeleton (MP-100 ships some) reaches one slot past K: the batch keeps that slot, padded and masked
+    for cid, cat in list(ann.categories.items()):
+        ann.categories[cid] = dataclasses.replace(cat, skeleton=cat.skeleton + 1)
+    one_based = EpisodeStream(ann, str(data / "images"), 1, TINY, method.sigma, 1, pad_to=method.pad_to,
+                              augment=Augmentation(enabled=False)).batch_at(0)
+    assert one_based.target_q.shape[1] == int(one_based.num_keypoints.max()) + 1
+    with torch.no_grad():
+        losses = model.training_losses(batch_to_torch(one_based, "cpu"))
+    assert all(torch.isfinite(v) for v in losses.values())
 
 
 def test_pomnet_structure_and_heatmap_sizes(trained, data):

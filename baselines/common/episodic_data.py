@@ -144,11 +144,15 @@ class EpisodeBatch:
 
 def collate(ann: AnnotationSet, samples: list[list[int]], prepared: list[list[PreparedInstance]],
             pad_to: int | None = None) -> EpisodeBatch:
-    """Stack prepared (supports…, query) instances; K padded to ``pad_to`` or the batch maximum."""
+    """Stack prepared (supports…, query) instances; K padded to ``pad_to`` or to the batch's widest category.
+
+    The widest category counts one slot past its largest skeleton index: an out-of-range edge (MP-100 ships some
+    1-based ones) then lands in a padded, masked slot, as it does in the official 100-slot layout.
+    """
     b = len(samples)
     shots = len(samples[0]) - 1
     cats = [ann.categories[ann.instances[s[-1]].category_id] for s in samples]
-    k = pad_to or max(c.num_keypoints for c in cats)
+    k = pad_to or max(max(c.num_keypoints, int(np.max(c.skeleton, initial=-1)) + 1) for c in cats)
     first = prepared[0][-1]
     h, w = first.target.shape[-2:]
     size = first.image.shape[-1]
