@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--seed", type=int, default=0)
     show.set_defaults(func=cmd_data_show)
 
-    from cape_bench.profiling import add_profile_parser  # noqa: PLC0415  (torch-free at import)
+    from cape_bench.profile.command import add_profile_parser  # noqa: PLC0415  (torch-free at import)
 
     add_profile_parser(sub)
     return parser

@@ -21,9 +21,6 @@ several episodes of one category per call. Other methods run through ``encode_su
 from __future__ import annotations
 
 import itertools
-import os
-import platform
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from cape_bench import __version__
 from cape_bench.api import RunContext, supports_instance_cache
 from cape_bench.config import BenchConfig, ConfigError
 from cape_bench.data.mp100 import AnnotationError, AnnotationSet, load_annotation_set, load_descriptions, split_file
 from cape_bench.datasets import DatasetRef, cache_root, resolve_dataset
+from cape_bench.environment import environment, git_state
 from cape_bench.episodes import EpisodeManifest, build_manifest
 from cape_bench.feature_cache import MB, FeatureCache, describe
 from cape_bench.images import CropSource, check_images
@@ -55,47 +52,6 @@ class CellOutcome:
     status: str  # "done", "skipped (finished earlier)", "failed"; "pending" from Runner.plan
     error: str = ""
     record: dict = field(default_factory=dict)
-
-
-def git_state(root: Path | None = None) -> dict[str, Any]:
-    """The git sha and dirty flag of the code that ran (None outside a checkout)."""
-    root = root or Path(__file__).resolve().parents[1]
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=5
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=root,
-                capture_output=True,
-                text=True,
-                timeout=5,
-            ).stdout.strip()
-        )
-        return {"sha": sha, "dirty": dirty}
-    except (OSError, subprocess.SubprocessError):
-        return {"sha": None, "dirty": None}
-
-
-def environment() -> dict[str, Any]:
-    """Versions and machine facts stamped into run.json."""
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
-
-    pkgs = {}
-    for name in ("numpy", "pandas", "pyarrow", "pycocotools", "torch", "torchvision", "timm", "opencv-python-headless"):
-        try:
-            pkgs[name] = version(name)
-        except PackageNotFoundError:
-            pkgs[name] = None
-    return {
-        "cape_bench": __version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "packages": pkgs,
-    }
 
 
 def predictions_frame(ann: AnnotationSet, manifest: EpisodeManifest, pred_px: list[np.ndarray]):
@@ -252,7 +208,7 @@ class Runner:
             },
             "official_protocol": not self.cfg.protocol.num_episodes and self.cfg.protocol.num_queries == 15,
             "git": git_state(),
-            "environment": environment(),
+            "environment": environment(self.cfg.run.device),
             "episodes": previous.get("episodes", {}),
             "annotations": previous.get("annotations", {}),
             "failures": failures,

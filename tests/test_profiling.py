@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cape_bench import profiling as P
+from cape_bench import profile as P
 
 torch = pytest.importorskip("torch")
 
@@ -150,7 +150,7 @@ def test_memory_probe_sees_an_allocation():
 
 
 def test_import_stays_torch_free():
-    code = ("import sys, cape_bench.profiling, cape_bench.report.speed; "
+    code = ("import sys, cape_bench.profile, cape_bench.report.speed; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 

@@ -167,7 +167,7 @@ class TorchMethod:
                     f"({self.preset.iterations} iterations, batch {self.preset.batch_size}) → {out_dir}")
         stream = EpisodeStream(ann, ctx.image_root, self.train_shots, self.preset, self.sigma, ctx.seed,
                                pad_to=self.pad_to)
-        from cape_bench.runner import git_state  # noqa: PLC0415
+        from cape_bench.environment import git_state  # noqa: PLC0415
 
         # train() loads the weights into self.model whether it trains them or finds them trained
         result = train(self.model, stream, self.preset, out_dir, device=ctx.device, log=ctx.log,

@@ -12,7 +12,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from cape_bench.profiling import PROFILE_FILE, WEIGHTS_NOTE, fmt, read_profile, stamp_line
+from cape_bench.profile.files import read_profile
+from cape_bench.profile.render import fmt, stamp_line
+from cape_bench.profile.spec import PROFILE_FILE, WEIGHTS_NOTE
 from cape_bench.report import figures
 from cape_bench.report.runs import RunData
 

@@ -94,7 +94,7 @@ def test_bench_crop_to_image(benchmark, pairs):
 
 def _torch_methods() -> list[str]:
     try:
-        from cape_bench.profiling import default_methods
+        from cape_bench.profile import default_methods
 
         return default_methods()
     except ImportError:  # torch not installed: no PyTorch method to time
@@ -106,7 +106,7 @@ def tiny_methods(tmp_path_factory):
     """Builds each method once at ResNet-18 / 64² with random-init weights (``bench-tiny`` preset)."""
     torch = pytest.importorskip("torch")
     from baselines.common.trainer import Preset
-    from cape_bench import profiling, registry
+    from cape_bench import profile as profiling, registry
 
     preset = Preset("bench-tiny", iterations=1, batch_size=4, lr=1e-4, warmup_iters=1, input_size=64,
                     backbone="resnet18")
