@@ -870,3 +870,29 @@ def test_real_duplicate_descriptions(real_reports):
         ("sling_dress", "descriptions"),
         ("long_sleeved_dress", "typo"),
     } <= dup
+
+
+def test_loader_drops_exactly_what_the_doctor_reports(tmp_path):
+    """One drop-rule implementation (cape_bench.data.drop_rules): loader and doctor agree, rule by rule."""
+    from cape_bench.data.mp100 import load_annotation_set  # noqa: PLC0415
+
+    data = clean_data()
+    base = data["annotations"][0]
+    cases = {  # annotation id → the one rule it breaks
+        20: {"bbox": [200, 10, 60, 50]},  # clean bbox empty (outside the 100 × 80 image)
+        21: {"area": 0},
+        22: {"keypoints": [0] * 9},
+        23: {"num_keypoints": 0},
+        24: {"iscrowd": 1},
+    }
+    for ann_id, change in cases.items():
+        data["annotations"].append({**base, "id": ann_id, **change})
+    path = tmp_path / "drops.json"
+    path.write_text(json.dumps(data))
+    report = check_annotation_file(path)
+    doctor_drops = sorted(f.annotation_id for f in report.findings if f.code.startswith("W-drop-"))
+    loaded = load_annotation_set(path)
+    kept = sorted(inst.ann_id for inst in loaded.instances)
+    dropped_or_unseen = sorted(set(a["id"] for a in data["annotations"]) - set(kept))
+    assert doctor_drops == dropped_or_unseen == sorted(cases)
+    assert {a for a, _ in loaded.dropped} == set(cases) - {24}  # crowd: getAnnIds never returns it

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from cape_bench.api import Category, InstanceView
+from cape_bench.data.drop_rules import official_drop
 from cape_bench.data.geometry import bbox_center_scale, clean_bbox
 
 TEXT_VARIANTS = ("regular", "synonyms", "translated", "typo")
@@ -389,20 +390,13 @@ _COCO_KEYS = {"id", "image_id", "category_id", "keypoints", "num_keypoints", "bb
 
 
 def _drop_reason(ann: dict, img: dict) -> str | None:
-    """Why the official loader skips this annotation, or None when it keeps it."""
-    if "bbox" not in ann:
-        return "no bbox"
-    if "area" in ann and ann["area"] <= 0:
-        return "area <= 0"
-    if clean_bbox(ann["bbox"], img["width"], img["height"]) is None:
-        return "degenerate clean bbox"
+    """Why the official loader skips this annotation (:func:`cape_bench.data.drop_rules.official_drop`), or None."""
     if "keypoints" not in ann:
         return "no keypoints"
-    if max(ann["keypoints"]) == 0:
-        return "all-zero keypoints"
-    if ann.get("num_keypoints", None) == 0:
-        return "num_keypoints == 0"
-    return None
+    drop = official_drop(iscrowd=ann.get("iscrowd", 0), bbox=ann.get("bbox"), area=ann.get("area"),
+                         width=img["width"], height=img["height"], keypoints=ann["keypoints"],
+                         num_keypoints=ann.get("num_keypoints"))
+    return drop.reason if drop else None
 
 
 def split_file(ann_dir: str | Path, split: int, subset: str = "test") -> Path:
