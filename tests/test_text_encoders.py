@@ -19,6 +19,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("tokenizers")
 
 from baselines.common import text_encoders as te  # noqa: E402
+from baselines.common.text_encoders import wordpiece  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -115,7 +116,7 @@ def test_cache_encodes_each_unique_string_once_and_second_run_encodes_nothing(tm
 
 
 def test_random_minilm_has_own_namespace(tmp_path, monkeypatch, no_hub_cache, minilm):
-    monkeypatch.setattr(te, "find_transformer_weights", lambda name, path=None: (None, ["(patched: none)"]))
+    monkeypatch.setattr(wordpiece, "find_transformer_weights", lambda name, path=None: (None, ["(patched: none)"]))
     rand = te.get_text_encoder("minilm", cache_dir=tmp_path, allow_random=True, seed=3)
     assert rand.weights.genuine is False and rand.weights.identity.startswith("random-init:seed3")
     genuine_vec = minilm.encode(["left eye"])
