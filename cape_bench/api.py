@@ -16,6 +16,7 @@ Nothing here imports torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -246,3 +247,26 @@ def supports_instance_cache(method: Any) -> bool:
         raise ValueError(f"{getattr(getattr(method, 'info', None), 'name', method)}: instance_stages() names unknown "
                          f"role(s) {sorted(unknown)}; roles are {', '.join(ROLES)}")
     return bool(stages)
+
+
+class RandomInitMethod(Method, Protocol):
+    """Optional extension of :class:`Method`: a method with learned weights that can be built untrained.
+
+    ``cape-bench profile`` measures speed, which does not depend on the weights' values: it builds each method
+    with :meth:`random_init_options`, then calls :meth:`random_init` instead of ``prepare`` (no training, no
+    download), so a fresh machine profiles every method in seconds.
+    """
+
+    @classmethod
+    def random_init_options(cls, preset: str, backbone: str, batch_size: int) -> dict[str, Any]:
+        """Constructor options for ``preset``'s architecture (``backbone``: "" for the preset's) with random
+        weights everywhere genuine ones would be needed (encoders: genuine where on disk, else random)."""
+
+    def random_init(self, ctx: RunContext, workdir: str | Path, seed: int = 0) -> Path | None:
+        """Get ready for ``ctx`` with seeded random-init weights, through the method's ordinary loading path;
+        return the weights file written under ``workdir`` (None if none was needed)."""
+
+
+def supports_random_init(method_or_class: Any) -> bool:
+    """True when a method (or its class) implements :class:`RandomInitMethod`."""
+    return all(callable(getattr(method_or_class, m, None)) for m in ("random_init_options", "random_init"))

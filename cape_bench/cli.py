@@ -188,7 +188,7 @@ def cmd_train(args) -> int:
     from rich.console import Console  # noqa: PLC0415
 
     from cape_bench.config import find_config, load_config  # noqa: PLC0415
-    from cape_bench.runner import train_methods  # noqa: PLC0415
+    from cape_bench.configured import train_methods  # noqa: PLC0415
 
     overrides = list(args.overrides)
     put = _putter(overrides)

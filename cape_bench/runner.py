@@ -20,7 +20,6 @@ several episodes of one category per call. Other methods run through ``encode_su
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,20 +27,19 @@ from typing import Any
 
 import numpy as np
 
-from cape_bench.api import RunContext, supports_instance_cache
+from cape_bench.api import supports_instance_cache
 from cape_bench.config import BenchConfig, ConfigError
+from cape_bench.configured import create_configured_method, make_context
 from cape_bench.data.mp100 import AnnotationError, AnnotationSet, load_annotation_set, load_descriptions, split_file
 from cape_bench.datasets import DatasetRef, cache_root, resolve_dataset
 from cape_bench.environment import environment, git_state
 from cape_bench.episodes import EpisodeManifest, build_manifest
 from cape_bench.feature_cache import MB, FeatureCache, describe
 from cape_bench.images import CropSource, check_images
+from cape_bench.loops import CachedLoop, run_uncached
 from cape_bench.metrics.pck import METRIC_VERSION
+from cape_bench.predictions import predictions_frame
 from cape_bench.store import PROTOCOL_VERSION, RUN_FORMAT_VERSION, RunDir, write_frame, write_json
-
-
-class MethodOutputError(RuntimeError):
-    """A method returned predictions of the wrong shape or with non-finite values."""
 
 
 @dataclass
@@ -52,47 +50,6 @@ class CellOutcome:
     status: str  # "done", "skipped (finished earlier)", "failed"; "pending" from Runner.plan
     error: str = ""
     record: dict = field(default_factory=dict)
-
-
-def predictions_frame(ann: AnnotationSet, manifest: EpisodeManifest, pred_px: list[np.ndarray]):
-    """One row per (pair, keypoint): prediction, ground truth, masks and the normaliser, all in original px."""
-    import pandas as pd  # noqa: PLC0415
-
-    rows_pair, rows_kpt, px, py, gx, gy, vq, vs, norm, cat, qann, ep = ([] for _ in range(12))
-    for p, pred in enumerate(pred_px):
-        q = ann.instances[manifest.query_obj[p]]
-        sup_vis = np.all([ann.instances[s].visible for s in manifest.support_obj[p]], axis=0)
-        k = len(q.visible)
-        rows_pair.append(np.full(k, p, np.int32))
-        rows_kpt.append(np.arange(k, dtype=np.int16))
-        px.append(pred[:, 0])
-        py.append(pred[:, 1])
-        gx.append(q.keypoints_px[:, 0])
-        gy.append(q.keypoints_px[:, 1])
-        vq.append(q.visible)
-        vs.append(sup_vis)
-        norm.append(np.full(k, max(q.bbox_px[2], q.bbox_px[3]), np.float64))
-        cat.append(np.full(k, q.category_id, np.int32))
-        qann.append(np.full(k, q.ann_id, np.int64))
-        ep.append(np.full(k, manifest.episode[p], np.int32))
-    cat_ = np.concatenate
-
-    return pd.DataFrame(
-        {
-            "pair": cat_(rows_pair),
-            "episode": cat_(ep),
-            "category_id": cat_(cat),
-            "query_ann_id": cat_(qann),
-            "kpt": cat_(rows_kpt),
-            "pred_x": cat_(px).astype(np.float64),
-            "pred_y": cat_(py).astype(np.float64),
-            "gt_x": cat_(gx).astype(np.float32),
-            "gt_y": cat_(gy).astype(np.float32),
-            "visible_query": cat_(vq),
-            "visible_support": cat_(vs),
-            "norm_px": cat_(norm),
-        }
-    )
 
 
 def _categories_record(ann: AnnotationSet) -> dict:
@@ -390,11 +347,13 @@ class Runner:
         self._announce(name, method.provenance())
         cache = self.feature_cache() if info.needs_images else None
         label = f"{name} · split {split} · {shots}-shot"
+        episodes = sum(1 for _ in manifest.episode_slices())
         if cache is not None and supports_instance_cache(method):
-            preds, timings, cache_record = self._episodes_cached(method, name, ann, manifest, crops, cache, split,
-                                                                 label)
+            with self._progress(label, episodes) as advance:
+                preds, timings, cache_record = CachedLoop(method, name, ann, manifest, crops, cache, split).run(advance)
         else:
-            preds, timings = self._episodes_uncached(method, ann, manifest, crops, label)
+            with self._progress(label, episodes) as advance:
+                preds, timings = run_uncached(method, ann, manifest, crops, advance)
             if not info.needs_images:
                 reason = "the method reads no images"
             elif cache is None:
@@ -436,186 +395,6 @@ class Runner:
                      f"{cache_record['instances_computed']} instance stages computed for {len(manifest)} pairs; "
                      f"the head ran on {cache_record['pairs_computed']} distinct (query, support state) pairs")
         return record
-
-    # ------------------------------------------------------------------ the two loops
-    @staticmethod
-    def _check_output(out: np.ndarray, expected: tuple, ep: int, category_name: str, ann_ids: np.ndarray) -> None:
-        if out.shape != expected:
-            raise MethodOutputError(
-                f"episode {ep} ({category_name}): predict returned shape {out.shape}, "
-                f"expected {expected} (queries, keypoints, xy)"
-            )
-        if not np.all(np.isfinite(out)):
-            bad = int(ann_ids[np.flatnonzero(~np.isfinite(out).all(axis=(1, 2)))[0]])
-            raise MethodOutputError(
-                f"episode {ep} ({category_name}): non-finite prediction for query annotation {bad}"
-            )
-
-    def _episodes_uncached(self, method, ann: AnnotationSet, manifest: EpisodeManifest, crops, label: str):
-        """Every episode on its own: ``encode_support`` + ``predict`` on freshly cut crops."""
-        info = method.info
-        timings = {"data_s": 0.0, "support_s": 0.0, "predict_s": 0.0}
-        preds: list[np.ndarray] = [None] * len(manifest)  # type: ignore[list-item]
-        episodes = list(manifest.episode_slices())
-        with self._progress(label, len(episodes)) as advance:
-            for ep, sl in episodes:
-                t = time.perf_counter()
-                sup_ids = manifest.support_obj[sl.start]
-                q_ids = manifest.query_obj[sl]
-                sup_crops = crops.crops([ann.instances[i] for i in sup_ids]) if crops else None
-                q_crops = crops.crops([ann.instances[i] for i in q_ids]) if crops else None
-                support = ann.view(sup_ids, crops=sup_crops)
-                queries = ann.view(q_ids, with_ground_truth=info.reads_query_ground_truth, crops=q_crops)
-                t1 = time.perf_counter()
-                state = method.encode_support(support)
-                t2 = time.perf_counter()
-                out = np.asarray(method.predict(state, queries))
-                t3 = time.perf_counter()
-                timings["data_s"] += t1 - t
-                timings["support_s"] += t2 - t1
-                timings["predict_s"] += t3 - t2
-                self._check_output(out, (len(q_ids), support.category.num_keypoints, 2), ep, support.category.name,
-                                   queries.ann_ids)
-                for j, p in enumerate(range(sl.start, sl.stop)):
-                    preds[p] = out[j]
-                advance()
-        return preds, timings
-
-    def _episodes_cached(self, method, name: str, ann: AnnotationSet, manifest: EpisodeManifest, crops,
-                         cache: FeatureCache, split: int, label: str):
-        """Per-instance stages once per distinct instance (cached), then episodes of a category in groups.
-
-        Cache keys are ``(label, method identity, split, stage, ann_id)``: entries of another split or of an
-        earlier model of this label are dropped first; those of this split survive into the next shots cell.
-        """
-        info = method.info
-        stages = dict(method.instance_stages())
-        identity = str(method.instance_cache_identity())
-        cache.discard_where(lambda k: k[0] == name and (k[1] != identity or k[2] != split))
-        cache.discard_where(lambda k: k[2] != split)  # one split at a time across methods too
-        before = cache.stats.as_dict()
-        batch = max(1, int(getattr(method, "batch_size", 0) or 32))  # instances per stage call, pairs per predict
-        timings = {"data_s": 0.0, "instance_s": 0.0, "support_s": 0.0, "predict_s": 0.0}
-        preds: list[np.ndarray] = [None] * len(manifest)  # type: ignore[list-item]
-        instances = ann.instances
-
-        def key(stage: str, obj: int) -> tuple:
-            return (name, identity, split, stage, int(instances[obj].ann_id))
-
-        computed = pairs_computed = 0
-        state_keys = getattr(method, "support_state_key", None)  # optional: equal keys → equal predictions
-        episodes = list(manifest.episode_slices())
-        by_category = itertools.groupby(episodes, key=lambda e: int(manifest.category_id[e[1].start]))
-        with self._progress(label, len(episodes)) as advance:
-            for _, group in by_category:
-                group = list(group)
-                # 1. the category's per-instance stages, once per distinct instance, in batches
-                need: dict[str, set[int]] = {}
-                for role, stage in stages.items():
-                    ids = need.setdefault(stage, set())
-                    for _, sl in group:
-                        ids.update((manifest.support_obj[sl.start] if role == "support" else
-                                    manifest.query_obj[sl]).tolist())
-                for stage, ids in need.items():
-                    missing = [o for o in sorted(ids) if not cache.probe(key(stage, o))]
-                    for start in range(0, len(missing), batch):
-                        chunk = missing[start : start + batch]
-                        t = time.perf_counter()
-                        view = ann.view(chunk, with_ground_truth=False,
-                                        crops=crops.crops([instances[i] for i in chunk]))
-                        t1 = time.perf_counter()
-                        feats = method.instance_features(view, stage)
-                        arrays = {k: _to_numpy(v) for k, v in feats.items()}
-                        for k, a in arrays.items():
-                            if a.shape[:1] != (len(chunk),):
-                                raise MethodOutputError(f"instance_features({stage!r}) returned {k} of shape "
-                                                        f"{a.shape}, expected first dim {len(chunk)} (instances)")
-                        t2 = time.perf_counter()
-                        for j, o in enumerate(chunk):
-                            cache.put(key(stage, o), {k: a[j] for k, a in arrays.items()})
-                        computed += len(chunk)
-                        timings["data_s"] += t1 - t
-                        timings["instance_s"] += t2 - t1
-                # 2. a support state per episode; then each distinct (query, support state) pair once, the
-                # queries of several episodes per call. Episodes whose states a method declares equal
-                # (``support_state_key``: e.g. CapeX, whose support is the category's text and a keypoint mask)
-                # share their queries' predictions.
-                states, state_index, state_of_episode = [], {}, []
-                for ep, sl in group:
-                    t = time.perf_counter()
-                    sup_ids = manifest.support_obj[sl.start]
-                    support = ann.view(sup_ids)
-                    s_feats = (cache.get_many([key(stages["support"], o) for o in sup_ids])
-                               if "support" in stages else {})
-                    t1 = time.perf_counter()
-                    state = method.encode_support_cached(support, s_feats)
-                    timings["data_s"] += t1 - t
-                    timings["support_s"] += time.perf_counter() - t1
-                    state_key = state_keys(state) if state_keys else None
-                    index = state_index.setdefault(("episode", ep) if state_key is None else ("key", state_key),
-                                                   len(states))
-                    if index == len(states):
-                        states.append((ep, state))
-                    state_of_episode.append(index)
-                row_of: dict[tuple[int, int], int] = {}
-                rows_q: list[int] = []
-                rows_state: list[int] = []
-                pair_rows: list[np.ndarray] = []
-                for (ep, sl), index in zip(group, state_of_episode, strict=True):
-                    rows = []
-                    for q in manifest.query_obj[sl].tolist():
-                        row = row_of.setdefault((q, index), len(rows_q))
-                        if row == len(rows_q):
-                            rows_q.append(q)
-                            rows_state.append(index)
-                        rows.append(row)
-                    pair_rows.append(np.asarray(rows, dtype=np.int64))
-                pairs_computed += len(rows_q)
-                k = ann.categories[int(manifest.category_id[group[0][1].start])].num_keypoints
-                out_rows = np.empty((len(rows_q), k, 2), dtype=np.float32)
-                for start in range(0, len(rows_q), batch):
-                    t = time.perf_counter()
-                    q_ids = np.asarray(rows_q[start : start + batch])
-                    used = sorted(set(rows_state[start : start + batch]))
-                    local = {s: j for j, s in enumerate(used)}
-                    owner = np.asarray([local[s] for s in rows_state[start : start + batch]], dtype=np.int64)
-                    queries = ann.view(q_ids, with_ground_truth=info.reads_query_ground_truth)
-                    q_feats = cache.get_many([key(stages["query"], o) for o in q_ids]) if "query" in stages else {}
-                    t1 = time.perf_counter()
-                    out = np.asarray(method.predict_cached([states[s][1] for s in used], queries, q_feats, owner))
-                    t2 = time.perf_counter()
-                    timings["data_s"] += t1 - t
-                    timings["predict_s"] += t2 - t1
-                    expected = (len(q_ids), k, 2)
-                    finite = np.isfinite(out).all(axis=(1, 2)) if out.shape == expected else None
-                    if finite is None or not finite.all():  # name the episode of the (first) failing query
-                        row = 0 if finite is None else int(np.flatnonzero(~finite)[0])
-                        self._check_output(out, expected, states[used[owner[row]]][0], queries.category.name,
-                                           queries.ann_ids)
-                    out_rows[start : start + len(q_ids)] = out
-                for (ep, sl), rows in zip(group, pair_rows, strict=True):
-                    for p, row in zip(range(sl.start, sl.stop), rows, strict=True):
-                        preds[p] = out_rows[row]
-                    advance()
-        after = cache.stats.as_dict()
-        delta = {c: after[c] - before[c] for c in ("hits_memory", "hits_disk", "misses", "puts", "spills", "evictions",
-                                                     "bytes_read_disk", "bytes_written_disk")}
-        lookups = delta["hits_memory"] + delta["hits_disk"] + delta["misses"]
-        record = {
-            "used": True,
-            "stages": stages,
-            "limit_mb": cache.max_bytes / MB,
-            "instances_computed": computed,
-            "pairs_computed": pairs_computed,  # distinct (query, support state) pairs the head ran on
-            **delta,
-            "hit_rate": (delta["hits_memory"] + delta["hits_disk"]) / lookups if lookups else None,
-            "memory_bytes": after["memory_bytes"], "memory_entries": after["memory_entries"],
-            "peak_memory_bytes": after["peak_memory_bytes"],
-            "disk_bytes": after["disk_bytes"], "disk_entries": after["disk_entries"],
-            "peak_disk_bytes": after["peak_disk_bytes"],
-            "spill_dir": str(cache.spill_path) if cache.spill_path else None,
-        }
-        return preds, timings, record
 
     def _announce(self, name: str, provenance: dict) -> None:
         """Say what weights a method runs with; random-init weights are said loudly."""
@@ -663,29 +442,6 @@ def _differs(what: str, expected: dict | None, sha256: str, where) -> str:
     return ""
 
 
-def _to_numpy(value) -> np.ndarray:
-    """A method's per-instance array (numpy or torch, any device) as a numpy array."""
-    if isinstance(value, np.ndarray):
-        return value
-    detach = getattr(value, "detach", None)
-    if detach is not None:  # torch.Tensor, without importing torch here
-        return detach().cpu().numpy()
-    return np.asarray(value)
-
-
-def create_configured_method(cfg: BenchConfig, name: str):
-    """The method ``[methods.<name>]`` describes (a registered method or a variant of one)."""
-    from cape_bench.registry import create_method  # noqa: PLC0415
-
-    section = cfg.method(name)
-    options = dict(section.options)
-    for key in ("checkpoint", "backbone", "text_encoder", "batch_size", "preset", "train"):
-        value = getattr(section, key)
-        if value:
-            options[key] = value
-    return create_method(section.method or name, **options)
-
-
 class RunConflictError(ConfigError, RuntimeError):
     """A run directory holds finished cells that this command would not reproduce (another config, an edited
     annotation file): a one-line error from the CLI (a ConfigError), a RuntimeError to Python callers."""
@@ -708,48 +464,3 @@ def _escape(text: str) -> str:
     from rich.markup import escape  # noqa: PLC0415
 
     return escape(text)
-
-
-def make_context(cfg: BenchConfig, name: str, ds: DatasetRef, split: int, shots: int, log) -> RunContext:
-    """What method ``name`` may use to get ready for one (split, shots) cell."""
-    return RunContext(
-        dataset=ds.name,
-        split=split,
-        shots=shots,
-        ann_dir=str(ds.ann_dir),
-        image_root=str(ds.image_root) if ds.image_root else None,
-        cache_dir=str(cache_root(cfg)),
-        options=dict(cfg.method(name).options),
-        device=cfg.run.device,
-        seed=cfg.run.seed,
-        log=log,
-        descriptions=str(ds.descriptions) if ds.descriptions else None,
-        text_variant=cfg.dataset.text_variant,
-        description_drop=dict(cfg.dataset.description_drop),
-        subset=cfg.dataset.subset,
-    )
-
-
-def train_methods(cfg: BenchConfig, names: list[str], split: int, log=print) -> list[dict]:
-    """Train (or find already trained) each method for ``split`` exactly as ``run`` would before evaluating.
-
-    Returns each method's provenance (checkpoint path, training time, final loss).
-    """
-    from cape_bench.registry import resolve  # noqa: PLC0415
-
-    for name in names:
-        resolve(cfg.method(name).method or name)
-    ds = resolve_dataset(cfg, log)  # under torchrun the first rank generates a missing dataset, the rest wait (flock)
-    out = []
-    for name in names:
-        if cfg.method(name).checkpoint:
-            raise ConfigError(f"methods.{name}.checkpoint is set: the method would load it, not train")
-        try:
-            method = create_configured_method(cfg, name)
-        except ValueError as err:  # an unknown preset, a bad preset override
-            raise ConfigError(str(err)) from err
-        if not getattr(method, "trainable", False):
-            raise ConfigError(f"method {name!r} has nothing to train (it has no learned weights)")
-        method.prepare(make_context(cfg, name, ds, split, 1, log))
-        out.append({"method": name, "split": split, **method.provenance()})
-    return out

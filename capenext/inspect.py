@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     from cape_bench.config import find_config, load_config  # noqa: PLC0415
     from cape_bench.data.mp100 import load_annotation_set, split_file  # noqa: PLC0415
     from cape_bench.datasets import resolve_dataset  # noqa: PLC0415
-    from cape_bench.runner import create_configured_method, make_context  # noqa: PLC0415
+    from cape_bench.configured import create_configured_method, make_context  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="python -m capenext.inspect", description=__doc__.splitlines()[0])
     parser.add_argument("--label", default="capenext", help="a capenext label of bench.toml (ablations count)")

@@ -253,6 +253,11 @@ class TextMethod(TorchMethod):
         self._seed = 1
         self._log = print
 
+    @classmethod
+    def random_init_options(cls, preset: str, backbone: str, batch_size: int) -> dict[str, Any]:
+        """The image-method options plus random-init encoders where genuine weights are absent (profiling)."""
+        return {**super().random_init_options(preset, backbone, batch_size), "allow_random_encoders": True}
+
     # ------------------------------------------------------------------ encoders
     def load_encoders(self, ctx: RunContext) -> None:
         """Build the frozen encoders once per cache folder (``ctx.cache_dir/text``)."""

@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from cape_bench.images import normalize_crops
 from baselines.common.trainer import EpisodeStream, Preset, load_checkpoint, train
 from cape_bench.api import InstanceView, MethodInfo, RunContext
 from cape_bench.data.geometry import crop_to_image, image_to_crop
 from cape_bench.data.mp100 import load_annotation_set, load_descriptions, split_file
+from cape_bench.images import normalize_crops
 
 TRAINING_CODE_VERSION = "train-2"  # bump when training semantics change (invalidates cached models)
 
@@ -117,6 +117,37 @@ class TorchMethod:
         """Load an officially released checkpoint; methods with a converter override this."""
         raise ValueError(f"{self.info.name}: {path} is not a cape-bench checkpoint (model.safetensors) and this "
                          "method has no converter for official checkpoints")
+
+    # ------------------------------------------------------------------ random init (profiling)
+    @classmethod
+    def random_init_options(cls, preset: str, backbone: str, batch_size: int) -> dict[str, Any]:
+        """Options that build ``preset``'s architecture with a random-init backbone (:class:`cape_bench.api.
+        RandomInitMethod`); text methods add random-init encoders where genuine ones are absent."""
+        opts: dict[str, Any] = {"preset": preset, "batch_size": batch_size, "backbone_weights": "random"}
+        if backbone:
+            opts["backbone"] = backbone
+        return opts
+
+    def load_encoders(self, ctx: RunContext) -> None:
+        """Load frozen encoders the model is built around (text methods); nothing here."""
+
+    def random_init(self, ctx: RunContext, workdir: str | Path, seed: int = 0) -> Path:
+        """Write ``model.safetensors`` of :meth:`build_model` with seeded random weights under ``workdir`` and
+        ``prepare`` from it: exactly the code an evaluation runs, without training."""
+        from safetensors.torch import save_file  # noqa: PLC0415
+
+        self.load_encoders(ctx)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = self.build_model()
+        tag = f"{self.info.name}-{self.preset.name}-{self.backbone_name}-{seed}"
+        path = Path(workdir) / "weights" / tag / "model.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
+        self.checkpoint = str(path)
+        self._prepared_key = None
+        self.prepare(ctx)
+        return path
 
     # ------------------------------------------------------------------ contract
     def prepare(self, ctx: RunContext) -> None:

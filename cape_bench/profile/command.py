@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from cape_bench.api import supports_random_init
 from cape_bench.profile.files import compare_profiles, read_profile, write_profile
 from cape_bench.profile.measure import profile_methods
-from cape_bench.profile.models import is_torch_method
 from cape_bench.profile.render import print_comparison, print_profile
 from cape_bench.profile.spec import PROFILE_FILE, ProfileMismatchError, ProfileSpec
 
@@ -71,7 +71,7 @@ def default_methods() -> list[str]:
     out = []
     for name in list_methods():
         try:
-            if is_torch_method(load_method_class(name)):
+            if supports_random_init(load_method_class(name)):
                 out.append(name)
         except Exception:  # noqa: BLE001 — a broken plug-in is not profiled by default
             continue

@@ -10,50 +10,16 @@ from typing import Any
 
 import numpy as np
 
+from cape_bench.api import supports_random_init
+
 # ----------------------------------------------------------------------------------------------------------------
 # Building methods with random-init weights
 
 
-def is_torch_method(cls) -> bool:
-    """A method built by ``build_model()`` from presets (:class:`baselines.common.plugin.TorchMethod`)."""
-    return callable(getattr(cls, "build_model", None)) and isinstance(getattr(cls, "presets", None), dict)
-
-
 def method_options(cls, preset: str, backbone: str, batch_size: int) -> dict[str, Any]:
     """Constructor options that build ``cls`` at ``preset``'s architecture with random-init weights and no
-    download (text / image encoders: genuine where on disk, else random init of the same architecture)."""
-    if not is_torch_method(cls):
-        return {}
-    opts: dict[str, Any] = {"preset": preset, "batch_size": batch_size, "backbone_weights": "random"}
-    if backbone:
-        opts["backbone"] = backbone
-    if callable(getattr(cls, "load_encoders", None)):
-        opts["allow_random_encoders"] = True
-    return opts
-
-
-def random_init_checkpoint(method, ctx, path: Path, seed: int = 0, log: Callable[[str], None] = print) -> Path:
-    """Write ``model.safetensors`` of ``method.build_model()`` with seeded random-init weights.
-
-    The method then loads it through its ordinary ``prepare`` (checkpoint path), so profiling runs exactly the
-    code an evaluation runs, without training.
-    """
-    import torch  # noqa: PLC0415
-    from safetensors.torch import save_file  # noqa: PLC0415
-
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):  # messages a method prints before prepare() gives it ctx.log
-        if callable(getattr(method, "load_encoders", None)):
-            method.load_encoders(ctx)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = method.build_model()
-    for line in captured.getvalue().splitlines():
-        if line.strip():
-            log(line)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
-    return path
+    download (:meth:`cape_bench.api.RandomInitMethod.random_init_options`; none for methods without weights)."""
+    return cls.random_init_options(preset, backbone, batch_size) if supports_random_init(cls) else {}
 
 
 def build_method(name: str, *, preset: str, backbone: str, device: str, batch_size: int, workdir: Path,
@@ -70,12 +36,15 @@ def build_method(name: str, *, preset: str, backbone: str, device: str, batch_si
     method = create_method(name, **method_options(cls, preset, backbone, batch_size))
     ctx = RunContext(dataset="profile", split=1, shots=shots, ann_dir=str(workdir), image_root=None,
                      cache_dir=str(workdir / "cache"), options={}, device=device, seed=seed, log=log)
-    checkpoint = None
-    if is_torch_method(cls):
-        tag = f"{name}-{preset}-{backbone or 'default'}-{seed}"
-        checkpoint = random_init_checkpoint(method, ctx, workdir / "weights" / tag / "model.safetensors", seed, log)
-        method.checkpoint = str(checkpoint)
-    method.prepare(ctx)
+    if not supports_random_init(method):
+        method.prepare(ctx)
+        return method, None
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):  # messages a method prints before it has ctx.log
+        checkpoint = method.random_init(ctx, workdir, seed)
+    for line in captured.getvalue().splitlines():
+        if line.strip():
+            log(line)
     return method, checkpoint
 
 
