@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
 from baselines.common import backbones as bb  # noqa: E402
+from baselines.common.backbones import weights as bb_weights  # noqa: E402
 from baselines.common.backbones import (  # noqa: E402
     BACKBONE_SPECS,
     IMAGENET_MEAN,
@@ -136,7 +137,7 @@ def test_wrong_weights_file_is_rejected(tmp_path):
 
 
 def test_auto_without_any_weights_is_random_init(monkeypatch):
-    monkeypatch.setattr(bb, "_cached_timm_file", lambda _name: None)
+    monkeypatch.setattr(bb_weights, "_cached_timm_file", lambda _name: None)
     _, info = build_backbone("resnet18", weights=None, input_size=64)
     assert info.weights == RANDOM_INIT and not info.genuine
 
