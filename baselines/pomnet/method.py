@@ -45,8 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.common.backbones import build_backbone
-from baselines.common.heatmaps import keypoints_from_heatmaps_crop
 from baselines.common.convert import load_official_pomnet
+from baselines.common.heatmaps import keypoints_from_heatmaps_crop
 from baselines.common.plugin import TorchMethod
 from baselines.common.support_tokens import msra_support_targets
 from baselines.common.trainer import Preset

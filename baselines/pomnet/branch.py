@@ -1,0 +1,112 @@
+"""POMNet's per-keypoint heatmap branch: keypoint BatchNorm, relation model, deconvolutions."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from baselines.pomnet.config import POMNetHeadConfig
+
+# --------------------------------------------------------------------------------------------
+# Per-keypoint heatmap branch
+# --------------------------------------------------------------------------------------------
+
+
+class KeypointBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d that can treat its batch as ``groups`` independent keypoint calls.
+
+    The official head runs its relation/deconv branch once per keypoint, so in training mode each
+    keypoint is normalised with its own batch statistics and the running statistics receive one
+    momentum update per keypoint, in keypoint order. With ``groups > 1`` (input laid out
+    keypoint-major, ``[G * B, C, H, W]``) this module reproduces that; in eval mode, or with
+    ``groups == 1``, it is a plain ``BatchNorm2d``.
+    """
+
+    def forward(self, x: Tensor, groups: int = 1) -> Tensor:  # type: ignore[override]
+        """float32[G*B, C, H, W] -> same shape."""
+        use_batch_stats = self.training or not self.track_running_stats
+        if groups == 1 or not use_batch_stats:
+            return super().forward(x)
+        n, c, h, w = x.shape
+        xg = x.view(groups, n // groups, c, h, w)
+        mean = xg.mean(dim=(1, 3, 4))
+        var = xg.var(dim=(1, 3, 4), unbiased=False)
+        y = (xg - mean[:, None, :, None, None]) * torch.rsqrt(var[:, None, :, None, None] + self.eps)
+        if self.affine:
+            y = y * self.weight[None, None, :, None, None] + self.bias[None, None, :, None, None]
+        if self.training and self.track_running_stats:
+            count = xg[0].numel() // c
+            unbiased = var.detach() * (count / max(count - 1, 1))
+            with torch.no_grad():
+                for g in range(groups):  # sequential EMA, as the per-keypoint loop does
+                    self.num_batches_tracked.add_(1)
+                    m = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
+                    self.running_mean.mul_(1 - m).add_(mean[g].detach(), alpha=m)
+                    self.running_var.mul_(1 - m).add_(unbiased[g], alpha=m)
+        return y.view(n, c, h, w)
+
+
+class ConvModule(nn.Module):
+    """mmcv ``ConvModule(conv3x3 without bias, BN, ReLU)`` as used by ``RelationModel``."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn = KeypointBatchNorm2d(out_channels)
+
+    def forward(self, x: Tensor, groups: int = 1) -> Tensor:
+        """float32[N, Cin, h, w] -> float32[N, Cout, h, w]."""
+        return F.relu(self.bn(self.conv(x), groups), inplace=True)
+
+
+class RelationModel(nn.Module):
+    """``RelationModel`` (transformer_head.py): concat(memory, token broadcast) → ConvModule.
+
+    The official module also owns an unused ``AdaptiveAvgPool2d`` (no parameters), omitted.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = ConvModule(in_channels, out_channels)
+
+    def forward(self, token: Tensor, memory: Tensor, groups: int = 1) -> Tensor:
+        """Relation features.
+
+        Args:
+            token: float32[N, E] keypoint tokens.
+            memory: float32[N, E, h, w] encoder memory (one per token).
+            groups: keypoint groups in N (training-mode batch statistics).
+
+        Returns:
+            float32[N, E, h, w].
+        """
+        feature = torch.cat((memory, token[:, :, None, None].expand_as(memory)), dim=1)
+        return self.conv(feature, groups)
+
+
+def _deconv_padding(kernel: int) -> tuple[int, int]:
+    """(padding, output_padding) of ``TopdownHeatmapBaseHead._get_deconv_cfg``."""
+    if kernel == 4:
+        return 1, 0
+    if kernel == 3:
+        return 1, 1
+    if kernel == 2:
+        return 0, 0
+    raise ValueError(f"unsupported deconv kernel {kernel}")
+
+
+def make_deconv_layers(cfg: POMNetHeadConfig) -> nn.Sequential:
+    """[ConvTranspose2d(no bias), BN, ReLU] × n, official indices ``0,1,2, 3,4,5, ...``."""
+    layers: list[nn.Module] = []
+    in_ch = cfg.embed_dims
+    for planes, kernel in zip(cfg.num_deconv_filters, cfg.num_deconv_kernels):
+        padding, output_padding = _deconv_padding(kernel)
+        layers += [
+            nn.ConvTranspose2d(in_ch, planes, kernel, stride=2, padding=padding,
+                               output_padding=output_padding, bias=False),
+            KeypointBatchNorm2d(planes),
+            nn.ReLU(inplace=True),
+        ]
+        in_ch = planes
+    return nn.Sequential(*layers)
