@@ -29,7 +29,7 @@ layout            official prefix                         our model (attribute p
 
 The backbone key maps live in :mod:`baselines.common.checkpoints`; this module adds the head prefix, places the
 tensors in the model, checks names, shapes and recomputed buffers, and loads with ``strict=True``. The golden
-full-model manifests (``golden/*_full_state_dict_manifest.json``) are the reference key sets (tests/test_convert.py).
+full-model manifests (``golden/*_full_state_dict_manifest.json``) are the reference key sets (tests/unit/test_convert.py).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class GraphCape(LineageImageMethod):
     # training batches pad to their widest category only (collate keeps a slot for an out-of-range skeleton index,
     # which lands in a masked slot as officially): padded slots are masked everywhere (self-attention keys, GCN
     # rows/columns, losses), so the losses equal those of the official 100-slot layout to float rounding
-    # (tests/test_graphcape_pomnet_methods.py) at about half the cost of a training step
+    # (tests/integration/test_graphcape_pomnet_methods.py) at about half the cost of a training step
     pad_to = None
 
     _log: Any = print

@@ -8,7 +8,7 @@ import pytest
 
 from baselines.common.trainer import Preset
 from cape_bench.cli import main
-from tests.conftest import write_tiny_config, write_tiny_mp100
+from tests.helpers import write_tiny_config, write_tiny_mp100
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from cape_bench.api import Method, RunContext  # noqa: E402
 from cape_bench.data.geometry import image_to_crop  # noqa: E402
 from cape_bench.data.mp100 import load_annotation_set, split_file  # noqa: E402
 from cape_bench.images import CropSource  # noqa: E402
-from tests.conftest import write_tiny_mp100  # noqa: E402
+from tests.helpers import write_tiny_mp100  # noqa: E402
 
 TINY = Preset("tiny", iterations=3, batch_size=2, lr=1e-3, warmup_iters=1, input_size=64, backbone="resnet18",
               log_every=1)

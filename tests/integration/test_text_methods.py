@@ -27,7 +27,7 @@ from cape_bench.data.mp100 import load_annotation_set, split_file  # noqa: E402
 from cape_bench.images import CropSource  # noqa: E402
 from capenext.method import CapeNext, category_name_pool, wrong_class_name  # noqa: E402
 from capenext.model import category_prompt  # noqa: E402
-from tests.conftest import write_tiny_mp100  # noqa: E402
+from tests.helpers import write_tiny_mp100  # noqa: E402
 
 if te._minilm_package_dir() is None or te._mobilenet_weights_file() is None:
     pytest.skip("offline weight packages (MiniLM, MobileNetV2) not installed", allow_module_level=True)

@@ -33,9 +33,9 @@ from cape_bench.cli import main
 from cape_bench.config import load_config
 from cape_bench.data.mp100 import load_annotation_set
 from cape_bench.runner import Runner
-from tests.conftest import write_tiny_config, write_tiny_mp100
+from tests.helpers import write_tiny_config, write_tiny_mp100
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

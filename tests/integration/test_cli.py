@@ -21,7 +21,7 @@ from cape_bench.cli import main
 from cape_bench.config import ConfigError, load_config
 from cape_bench.runner import Runner
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _fresh_python(code: str) -> subprocess.CompletedProcess:

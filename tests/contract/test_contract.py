@@ -16,7 +16,7 @@ from cape_bench.api import Method, RunContext
 from cape_bench.data.geometry import image_to_crop
 from cape_bench.data.mp100 import load_annotation_set
 from cape_bench.images import CropSource
-from tests.conftest import write_tiny_mp100
+from tests.helpers import write_tiny_mp100
 
 METHODS = sorted(registry.BUILTIN_METHODS)
 

@@ -2,7 +2,7 @@
 
 * :class:`FeatureCache`: LRU with a byte bound, spills evicted entries to ``.npy`` files and reloads them exactly,
   counts hits / misses / memory / disk;
-* exactness: for every registered PyTorch method (tiny random-init preset, as tests/test_contract.py), the cached
+* exactness: for every registered PyTorch method (tiny random-init preset, as tests/contract/test_contract.py), the cached
   loop (features once per instance, several episodes per forward, spilling cache) predicts what the uncached loop
   and the per-pair path predict, to 1e-4 px;
 * POMNet's head runs on the category's real keypoints only, cached or not.
@@ -18,7 +18,7 @@ import pytest
 from cape_bench import registry
 from cape_bench.api import RunContext, supports_instance_cache
 from cape_bench.feature_cache import MB, FeatureCache
-from tests.conftest import write_tiny_mp100
+from tests.helpers import write_tiny_mp100
 
 TORCH_METHODS = sorted(n for n in registry.BUILTIN_METHODS
                        if getattr(registry.load_method_class(n), "presets", None) is not None)

@@ -23,9 +23,9 @@ from cape_bench.report import SECTIONS, build_report, default_report_path, repor
 from cape_bench.report.paper_tables import render_tables
 from cape_bench.report.published import load_published, matching_rows
 from cape_bench.report.runs import ReportError
-from tests.conftest import write_tiny_mp100
+from tests.helpers import write_tiny_mp100
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 SIZE_BUDGET = 10 * 1024 * 1024
 

@@ -152,7 +152,7 @@ def test_memory_probe_sees_an_allocation():
 def test_import_stays_torch_free():
     code = ("import sys, cape_bench.profile, cape_bench.report.speed; "
             "assert 'torch' not in sys.modules, 'torch imported'")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
 # ------------------------------------------------------------------------------------------------ the profile
@@ -364,7 +364,7 @@ def test_pareto_front():
 def test_report_speed_section(tmp_path, one_thread):
     from cape_bench.cli import main
     from cape_bench.report import build_report
-    from tests.conftest import write_tiny_mp100
+    from tests.helpers import write_tiny_mp100
 
     root = write_tiny_mp100(tmp_path / "data")
     assert main(["run", "--ann-dir", str(root / "annotations"), "--methods", "support-copy,oracle", "--splits", "1",

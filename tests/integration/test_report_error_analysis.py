@@ -16,7 +16,7 @@ from cape_bench.cli import main
 from cape_bench.report import SECTIONS, build_report
 from cape_bench.report import error_analysis as ea
 from cape_bench.report.runs import RunData, load_runs
-from tests.conftest import write_tiny_mp100
+from tests.helpers import write_tiny_mp100
 
 SECTION_ID = "error-analysis"
 

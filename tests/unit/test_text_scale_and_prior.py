@@ -12,7 +12,7 @@ import pytest
 from cape_bench.api import RunContext
 from cape_bench.data.mp100 import load_annotation_set, split_file
 from cape_bench.methods.reference import TextPrior, crop_frame_offsets
-from tests.conftest import write_tiny_mp100
+from tests.helpers import write_tiny_mp100
 
 
 def _ctx(ann_dir: Path, cache: Path, **kw) -> RunContext:

@@ -24,7 +24,7 @@ from cape_bench.cli import main
 from cape_bench.metrics import ambiguity, pck, taxonomy, variation
 from cape_bench.metrics.taxonomy import GOOD, INVERSION, JITTER, MISS, SWAP
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ALPHA = 0.2
 
 
