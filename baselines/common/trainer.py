@@ -178,9 +178,14 @@ class EpisodeStream:
         return collate(self.ann, chosen[self.rank :: self.world_size], prepared, pad_to=self.pad_to or widest)
 
     def iterate(self, start: int, stop: int):
+        """Yield ``(step, batch)``; the next batch is prepared on the worker thread meanwhile. ``wait_s`` adds up
+        the seconds the training loop waited for a batch that was not ready (the data pipeline's cost to it)."""
+        self.wait_s = 0.0
         future = self._pool.submit(self.batch_at, start)
         for step in range(start, stop):
+            t0 = time.perf_counter()
             batch = future.result()
+            self.wait_s += time.perf_counter() - t0
             if step + 1 < stop:
                 future = self._pool.submit(self.batch_at, step + 1)
             yield step, batch
@@ -247,9 +252,11 @@ def _train_here(model, stream, preset, out_dir, meta, device, log, console, dist
         log(f"resuming training at step {start}/{preset.iterations} from {state_path}")
     forward = distributed.loss_function(model, dist_info, device)
     t0 = time.perf_counter()
+    compute_s = 0.0  # forward + backward + optimiser step (the model's own cost)
     running: dict[str, float] = {}
     with _progress(console, f"train {meta.get('method', '')}", preset.iterations, start) as advance:
         for step, batch in stream.iterate(start, preset.iterations):
+            t_step = time.perf_counter()
             for group in optimizer.param_groups:
                 group["lr"] = preset.lr_at(step)
             losses = forward(batch_to_torch(batch, device))
@@ -264,6 +271,7 @@ def _train_here(model, stream, preset, out_dir, meta, device, log, console, dist
             if preset.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, preset.grad_clip)
             optimizer.step()
+            compute_s += time.perf_counter() - t_step
             for k, v in seen.items():
                 value = float(v)
                 running[k] = 0.9 * running.get(k, value) + 0.1 * value
@@ -279,8 +287,21 @@ def _train_here(model, stream, preset, out_dir, meta, device, log, console, dist
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
                             "history": history, "torch_rng": torch.get_rng_state()}, state_path)
     model.eval()
+    wall = time.perf_counter() - t0
+    steps = preset.iterations - start
+    throughput = {
+        "steps": steps, "wall_s": round(wall, 2), "steps_per_s": round(steps / wall, 4) if wall else None,
+        "images_per_s": round(steps * preset.batch_size * (stream.shots + 1) / wall, 2) if wall else None,
+        "compute_s": round(compute_s, 2),  # forward + backward + step: what a bare training loop would pay
+        "data_wait_s": round(getattr(stream, "wait_s", 0.0), 2),  # waiting for a batch the worker had not finished
+        "overhead": round(wall / compute_s, 4) if compute_s else None,  # wall ÷ bare compute (1 = no overhead)
+    }
+    if steps:
+        log(f"trained {steps} steps in {wall:.0f} s: {throughput['steps_per_s']:.3f} it/s, "
+            f"{throughput['images_per_s']:.1f} images/s; forward+backward+step {compute_s:.0f} s, waiting for data "
+            f"{throughput['data_wait_s']:.0f} s (wall / compute = {throughput['overhead']:.3f})")
     full_meta = {**meta, "preset": asdict(preset), "iterations": preset.iterations,
-                 "train_seconds_this_session": round(time.perf_counter() - t0, 1), "history": history,
+                 "train_seconds_this_session": round(wall, 1), "throughput": throughput, "history": history,
                  "final_loss": history[-1] if history else None}
     if dist_info.enabled:
         full_meta["distributed"] = {"world_size": dist_info.world_size, "backend": _backend()}

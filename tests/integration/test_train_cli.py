@@ -37,6 +37,11 @@ def test_train_then_reuse_then_retrain_on_a_changed_preset(tiny, tmp_path, capsy
     meta = json.loads((model_dir / "meta.json").read_text())
     assert meta["iterations"] == 2 and meta["preset"]["input_size"] == 64 and meta["preset"]["backbone"] == "resnet18"
     assert (model_dir / "model.safetensors").is_file()
+    # the trainer's own cost is a number: wall time against the bare forward + backward + step it contains
+    tp = meta["throughput"]
+    assert tp["steps"] == 2 and 0 < tp["compute_s"] <= tp["wall_s"] and tp["overhead"] >= 1
+    assert tp["images_per_s"] == pytest.approx(2 * 2 * 2 / tp["wall_s"], rel=0.05)  # 2 steps × batch 2 × (1 + 1)
+    assert "it/s" in out and "wall / compute" in out
 
     # the same config again: nothing is trained, the cached model is named
     assert main(["train", "--config", cfg, "--method", "capeformer", "--split", "1"]) == 0
