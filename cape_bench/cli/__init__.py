@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cape_bench.cli import data, episodes, ls, report, run, score, train
+from cape_bench.cli import data, episodes, ls, report, run, score, study, train
 
 EPILOG = """examples:
   cape-bench run                                    # CAPE-Synth (generated on first use), methods of bench.toml
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (run, train, score, report, episodes, ls, data):
+    for command in (run, train, study, score, report, episodes, ls, data):
         command.add_parser(sub)
     from cape_bench.profile.command import add_profile_parser  # noqa: PLC0415  (torch-free at import)
 
