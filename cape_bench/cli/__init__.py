@@ -15,6 +15,7 @@ EPILOG = """examples:
   cape-bench run --executor ray --address auto      # one Ray task per (method, split, shots) cell
   cape-bench train --method capeformer --split 1   # train (or find trained) the model run would use
   torchrun --nproc-per-node 4 -m cape_bench train --method capeformer --device cuda   # 4 GPUs, DDP
+  cape-bench study --knob polysemy --values 0,0.5,1  # CapeX, CapeNext and its ablations per CAPE-Synth variant
   cape-bench score runs/NAME                        # recompute every score from stored predictions
   cape-bench episodes --ann mp100_split1_test.json --shots 1
   cape-bench data check --ann mp100_split1_test.json
