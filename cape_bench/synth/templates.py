@@ -16,7 +16,9 @@ import numpy as np
 
 from cape_bench.synth.families.animals import AnimalFace, Bird, Insect, Quadruped
 from cape_bench.synth.families.base import Template
-from cape_bench.synth.families.objects import Bed, Bike, Bottom, Cabinet, Car, Chair, Table, Top
+from cape_bench.synth.families.furniture import Bed, Cabinet, Chair, Table
+from cape_bench.synth.families.garments import Bottom, Top
+from cape_bench.synth.families.vehicles import Bike, Car
 from cape_bench.synth.families.people import Hand, Humanoid
 
 _Q, _F, _B, _I = Quadruped(), AnimalFace(), Bird(), Insect()

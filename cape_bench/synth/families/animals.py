@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from cape_bench.synth.families.base import Family, KeypointSpec, ViewSpec
