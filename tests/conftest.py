@@ -45,3 +45,21 @@ def mp100_ann_dir(shared_dir: Path) -> Path:
 @pytest.fixture()
 def tiny_mp100(tmp_path: Path) -> Path:
     return write_tiny_mp100(tmp_path / "tiny")
+
+
+#: the layers ``pytest -m "not slow"`` (the quick loop) leaves out whole: they train models, run the pipeline end to
+#: end, start Ray or render reports in Chromium. The quick loop is the unit and golden layers and the import contract.
+SLOW_LAYERS = ("integration", "contract")
+#: tests of those layers that stay in the quick loop
+QUICK_IN_SLOW_LAYERS = ("test_imports.py",)
+#: golden tests left out of the quick loop (the golden files themselves stay as they were checked in)
+SLOW_GOLDEN = ("test_official_loop_parity.py",)
+
+
+def pytest_collection_modifyitems(config, items):
+    slow = pytest.mark.slow
+    for item in items:
+        parts = item.path.parts
+        layer = parts[parts.index("tests") + 1] if "tests" in parts and parts.index("tests") + 1 < len(parts) else ""
+        if (layer in SLOW_LAYERS and item.path.name not in QUICK_IN_SLOW_LAYERS) or item.path.name in SLOW_GOLDEN:
+            item.add_marker(slow)

@@ -89,7 +89,12 @@ def test_every_name_is_documented():
 
 
 # swinv2_small shares tiny's geometry and is exercised at 256 below: left out to keep the file fast
-@pytest.mark.parametrize("name", [n for n in available_backbones() if n != "swinv2_small"])
+#: backbones whose build + forward takes seconds (ViT-B, DINOv2, HRNet, SwinV2): the quick loop leaves them out
+_HEAVY = {"vit_base_patch16", "dinov2_vits14", "dinov2_vitb14", "hrnet_w32", "swinv2_tiny", "swinv2_small", "resnet50"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _HEAVY else n
+                                  for n in available_backbones() if n != "swinv2_small"])
 def test_builds_nchw_with_advertised_channels(name):
     module, info = build_backbone(name, weights="random", input_size=64)
     with torch.no_grad():
@@ -107,6 +112,7 @@ def test_builds_nchw_with_advertised_channels(name):
         assert bb._out_size(BACKBONE_SPECS[name], 256, module.body) == side
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet50", "swinv2_tiny", "swinv2_small"])
 def test_official_sizes_at_256(full_size, name):
     module, info = full_size[name]
@@ -184,6 +190,7 @@ def _package_weights(name):
     return found[0]
 
 
+@pytest.mark.slow
 def test_mobilenetv2_genuine_weights():
     path = _package_weights("mobilenetv2")
     module, info = build_backbone("mobilenetv2", input_size=224)
@@ -250,6 +257,7 @@ def test_in_order_mapping_rejects_a_shifted_order():
 # ------------------------------------------------------------------------------------------------ official keys
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("manifest_name", sorted(MANIFESTS))
 def test_manifest_backbone_keys_all_mapped_with_timm_shapes(golden_dir, full_size, manifest_name):
     layout, backbone = MANIFESTS[manifest_name]

@@ -30,6 +30,8 @@ from baselines.graphcape.method import GraphCape  # noqa: E402
 from baselines.pomnet.method import POMNet  # noqa: E402
 from cape_bench.api import RunContext  # noqa: E402
 
+pytestmark = pytest.mark.slow  # builds official-size models and converts their checkpoints
+
 INTEGER_SUFFIXES = ("num_batches_tracked", "relative_position_index")
 
 

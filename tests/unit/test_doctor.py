@@ -715,6 +715,7 @@ def _entries(keys):
     return st.lists(st.one_of(entry, _json), max_size=4)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     images=_entries(_IMG_KEYS),
@@ -748,6 +749,7 @@ _perturbation = st.tuples(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(perturbations=st.lists(_perturbation, min_size=1, max_size=3))
 def test_perturbed_clean_file_never_crashes(tmp_path, perturbations):

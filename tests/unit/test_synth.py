@@ -353,6 +353,7 @@ def test_support_copy_is_clearly_imperfect(small):
     assert 0.3 < pck < 0.7
 
 
+@pytest.mark.slow
 def test_support_copy_is_perfect_without_variation(tmp_path):
     generate(tmp_path / "still", seed=0, num_categories=10, instances_per_category=16, image_size=96,
              knobs=Knobs(variation=0.0, occlusion=0.0, truncation=0.0), workers=1, progress=False)

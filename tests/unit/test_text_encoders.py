@@ -144,6 +144,7 @@ def test_gte_without_weights_raises_naming_search_paths(no_hub_cache):
     assert "CAPE_BENCH_GTE_DIR" in msg and "allow_random" in msg
 
 
+@pytest.mark.slow
 def test_gte_random_init_full_architecture(no_hub_cache, minilm):
     enc = te.get_text_encoder("gte", allow_random=True, seed=1)
     prov = enc.provenance()
@@ -230,6 +231,7 @@ def test_clip_without_weights_raises(no_hub_cache):
     assert "ViT-B-32.pt" in msg and "CAPE_BENCH_CLIP_WEIGHTS" in msg
 
 
+@pytest.mark.slow
 def test_clip_architecture_matches_official_text_backbone(random_clip, golden_dir):
     """The open_clip model's state dict is exactly CapeNext's ``text_backbone.*`` (302 keys, 151,277,313 params),
     so a CapeNext checkpoint's frozen CLIP loads strictly."""
