@@ -12,6 +12,7 @@ PCK vs threshold   ``thresholds.py``     ``templates/thresholds.html.j2``
 per category       ``categories.py``     ``templates/categories.html.j2``
 per keypoint       ``keypoints.py``      ``templates/keypoints.html.j2``
 qualitative        ``qualitative.py``    ``templates/qualitative.html.j2``
+CapeNext's claims  ``capenext_claims.py`` ``templates/capenext_claims.html.j2``
 page frame         (this file)           ``templates/base.html.j2`` (styles, navigation, sort script)
 =================  ====================  ===============================================================
 
@@ -37,6 +38,7 @@ SECTIONS = (
     ("categories", "Per category", "categories"),
     ("keypoints", "Per keypoint", "keypoints"),
     ("error-analysis", "Error analysis", "error_analysis"),
+    ("capenext-claims", "CapeNext's claims", "capenext_claims"),
     ("qualitative", "Qualitative", "qualitative"),
     ("speed", "Speed", "speed"),
 )
