@@ -148,6 +148,7 @@ def test_auto_without_any_weights_is_random_init(monkeypatch):
     assert info.weights == RANDOM_INIT and not info.genuine
 
 
+@pytest.mark.slow
 def test_cached_file_is_discovered_and_loaded(monkeypatch, tmp_path):
     """A file timm would have downloaded earlier (torch-hub cache) is used, never the network."""
     import huggingface_hub
@@ -217,6 +218,7 @@ def test_mobilenetv2_genuine_weights():
     assert not torch.allclose(module(x), random_features)
 
 
+@pytest.mark.slow
 def test_mobilenetv2_s16_is_the_genuine_network_cut_at_stride_16():
     module, info = build_backbone("mobilenetv2_s16", input_size=128)
     full, _ = build_backbone("mobilenetv2", input_size=128)
@@ -353,6 +355,7 @@ def test_checkpoint_with_pickled_objects_needs_consent(tmp_path):
     assert list(state) == ["w"] and torch.equal(state["w"], torch.ones(2))
 
 
+@pytest.mark.slow
 def test_resnet50_from_official_checkpoint_file(full_size, tmp_path):
     """POMNet's support encoder loads from a full mmcv checkpoint file through ``checkpoint_prefix``."""
     reference = full_size["resnet50"][0]

@@ -66,6 +66,7 @@ def test_same_seed_gives_byte_identical_output(tmp_path):
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
 
 
+@pytest.mark.slow
 def test_output_does_not_depend_on_worker_count(tmp_path):
     generate(tmp_path / "w1", seed=5, workers=1, **TINY)
     generate(tmp_path / "w2", seed=5, workers=2, **TINY)

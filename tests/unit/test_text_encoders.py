@@ -245,6 +245,7 @@ def test_clip_architecture_matches_official_text_backbone(random_clip, golden_di
     assert info.genuine is False and info.identity.startswith("random-init:seed0")
 
 
+@pytest.mark.slow
 def test_clip_random_text_and_image_towers(random_clip, tmp_path):
     model, info = random_clip
     enc = te.ClipTextEncoder(model, info, tmp_path)
