@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cape_bench.report.formatting import is_missing, mean_if_complete
 from cape_bench.report.published import load_published, matching_rows
@@ -135,8 +136,12 @@ def build(runs: list[RunData], colors: dict[str, str]) -> dict:
     comparable = {r.label: comparability(r.meta) for r in runs}
     blocks = []
     no_published: list[str] = []
+    import pandas as pd  # noqa: PLC0415
+
+    paired = {r.label: pd.read_csv(r.path / "paired.csv") for r in runs if (Path(r.path) / "paired.csv").is_file()}
     for block in headline_blocks(runs, "PCK@0.2"):
-        rows = [_method_row(block, row) for row in block.rows]
+        leads = _leads(block, paired)
+        rows = [_method_row(block, row, leads) for row in block.rows]
         ceilings = _ceiling_rows(runs, block)
         pub_rows = []
         if dataset == "mp100":
@@ -175,13 +180,33 @@ def build(runs: list[RunData], colors: dict[str, str]) -> dict:
     }
 
 
-def _cell(value, best=False, ci=None) -> dict:
-    return {"value": value, "best": best, "ci": ci}
+def _cell(value, best=False, ci=None, tie=False) -> dict:
+    return {"value": value, "best": best and not tie, "tie": best and tie, "ci": ci}
 
 
-def _method_row(block: Block, row: Row) -> dict:
-    cells = [_cell(row.values[s], block.is_best(row, s), row.ci.get(s)) for s in block.splits]
-    cells.append(_cell(row.mean, block.is_best(row, "mean")))
+def _leads(block: Block, paired: dict[str, object]) -> dict:
+    """Column → whether the best row's lead over the runner-up is resolved by the paired test over episodes
+    (False: unresolved; None: unknown — rows of different runs, or no ``paired.csv``); "mean": resolved in every
+    split (unknown if any split is). The same rule as the terminal table (:func:`cape_bench.tables.print_headline`)."""
+    from cape_bench.tables import _resolved  # noqa: PLC0415
+
+    leads = {}
+    for col in block.splits:
+        ranked = sorted((r for r in block.rows if not r.reference and not is_missing(r.value(col))),
+                        key=lambda r: r.value(col), reverse=block.metric.higher_is_better)
+        if len(ranked) < 2 or ranked[0].run is not ranked[1].run:
+            leads[col] = None
+            continue
+        leads[col] = _resolved(paired.get(ranked[0].run.label), ranked[0].method, ranked[1].method, col, block.shots)
+    if leads:
+        leads["mean"] = None if any(v is None for v in leads.values()) else all(leads.values())
+    return leads
+
+
+def _method_row(block: Block, row: Row, leads: dict | None = None) -> dict:
+    leads = leads or {}
+    cells = [_cell(row.values[s], block.is_best(row, s), row.ci.get(s), leads.get(s) is False) for s in block.splits]
+    cells.append(_cell(row.mean, block.is_best(row, "mean"), tie=leads.get("mean") is False))
     return {"label": row.label, "method": row.method, "dagger": bool(row.extra_inputs), "backbone": row.backbone,
             "reference": row.reference, "cells": cells}
 
