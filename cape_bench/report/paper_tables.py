@@ -1,7 +1,9 @@
 """``cape-bench tables``: the headline table in the layout of the CAPE papers / the CapeNext README.
 
 Method, backbone, split 1–5, mean; one block per shots; the best value of each column in bold
-(markdown ``**x**``, LaTeX ``\\textbf{x}``). CSV is plain (no markup), one row per method and shots.
+(markdown ``**x**``, LaTeX ``\\textbf{x}``) when the paired test over episodes resolves its lead over the runner-up
+(``paired.csv``), marked ``≈`` otherwise, and the run's paired comparisons listed under the table. CSV is plain (no
+markup), one row per method and shots.
 The "mean" is over every split of the block, and left empty for a method that lacks one of them.
 Methods that use inputs beyond the support set are marked † with a footnote.
 """
@@ -13,7 +15,7 @@ import io
 from pathlib import Path
 
 from cape_bench.report.formatting import DASH, is_missing
-from cape_bench.report.headline import Block, _ceiling_rows, headline_blocks
+from cape_bench.report.headline import Block, _ceiling_rows, _comparisons, _leads, headline_blocks
 from cape_bench.report.runs import ReportError, load_runs
 
 FORMATS = ("md", "latex", "csv")
@@ -38,8 +40,24 @@ def render_tables(run_dirs: list[Path], fmt: str, metric: str = "PCK@0.2") -> st
     ceilings = {b.shots: _ceiling_rows(runs, b) for b in blocks} if metric.startswith("PCK") else {}
     if fmt == "csv":
         return _csv(blocks, ceilings)
+    import pandas as pd  # noqa: PLC0415
+
+    paired = {}
+    for r in runs:
+        file = Path(r.path) / "paired.csv"
+        if file.is_file():
+            frame = pd.read_csv(file)
+            paired[r.label] = frame[frame["metric"] == metric]  # only the metric tested; other metrics: bold as is
     render = _markdown if fmt == "md" else _latex
-    parts = [render(block, ceilings.get(block.shots, [])) for block in blocks]
+    parts = [render(block, ceilings.get(block.shots, []), _leads(block, paired)) for block in blocks]
+    comparisons = [c for c in _comparisons(runs) if metric == "PCK@0.2"]
+    if comparisons:
+        lines = [f"{c['where']}: {c['text']}" for c in comparisons]
+        parts.append("\n".join(f"- {line}" for line in lines) if fmt == "md"
+                     else "\n".join(f"% {_tex(line)}" for line in lines))
+    if any(lead is False for block in blocks for lead in _leads(block, paired).values()):
+        parts.append("≈ best in its column, but not resolved from the runner-up (paired test over episodes)"
+                     if fmt == "md" else "% $\\approx$ best in its column, but not resolved from the runner-up")
     flagged = {}
     for block in blocks:
         for row in block.rows:
@@ -74,7 +92,14 @@ def _ceiling_values(ceiling: dict, digits: int = 2) -> list[str]:
     return [_number(cell["value"], digits) or DASH for cell in ceiling["cells"]]
 
 
-def _markdown(block: Block, ceilings: list[dict]) -> str:
+def _mark(block: Block, row, col, text: str, leads: dict, bold, tie) -> str:
+    if not block.is_best(row, col):
+        return text
+    return tie(text) if leads.get(col) is False else bold(text)
+
+
+def _markdown(block: Block, ceilings: list[dict], leads: dict | None = None) -> str:
+    leads = leads or {}
     head = ["Method", "Backbone", *[f"Split {s}" for s in block.splits], "Mean"]
     lines = [f"**{_title(block)}**", "", "| " + " | ".join(head) + " |",
              "|" + "|".join([":---", ":---"] + ["---:"] * (len(head) - 2)) + "|"]
@@ -82,7 +107,7 @@ def _markdown(block: Block, ceilings: list[dict]) -> str:
         cells = [row.label + (" †" if row.extra_inputs else "") + (" ‡" if row.reference else ""), row.backbone]
         for col in block.columns:
             text = _number(row.value(col)) or DASH
-            cells.append(f"**{text}**" if block.is_best(row, col) else text)
+            cells.append(_mark(block, row, col, text, leads, lambda t: f"**{t}**", lambda t: f"{t}≈"))
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     for ceiling in ceilings:
         lines.append("| *" + ceiling["label"] + "* | | " + " | ".join(f"*{v}*" for v in _ceiling_values(ceiling)) + " |")
@@ -97,7 +122,8 @@ def _tex(text: str) -> str:
     return "".join(_TEX_SPECIAL.get(ch, ch) for ch in text)
 
 
-def _latex(block: Block, ceilings: list[dict]) -> str:
+def _latex(block: Block, ceilings: list[dict], leads: dict | None = None) -> str:
+    leads = leads or {}
     ncols = len(block.columns)
     lines = [
         f"% {_title(block)} (cape-bench); needs \\usepackage{{booktabs}}",
@@ -111,7 +137,7 @@ def _latex(block: Block, ceilings: list[dict]) -> str:
                                                                               else ""), _tex(row.backbone)]
         for col in block.columns:
             text = _number(row.value(col)) or "---"
-            cells.append(f"\\textbf{{{text}}}" if block.is_best(row, col) else text)
+            cells.append(_mark(block, row, col, text, leads, lambda t: f"\\textbf{{{t}}}", lambda t: f"{t}$\\approx$"))
         lines.append(" & ".join(cells) + " \\\\")
     if ceilings:
         lines.append("\\midrule")
