@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 #: the no-learning floor each learned method is compared with (paired), when both ran
 FLOORS = {"support-copy": ("pomnet", "capeformer", "graphcape", "capex", "capenext"), "text-prior": ("capex", "capenext")}
 
@@ -33,3 +32,12 @@ def describe_row(row) -> str:
 
     result = PairedResult(row["delta"], row["ci95_low"], row["ci95_high"], row["p_value"], int(row["episodes"]))
     return describe(row["method_a"], row["method_b"], result)
+
+
+def is_resolved(paired, a: str, b: str, split, shots) -> bool | None:
+    """Whether ``a`` vs ``b`` is resolved in that cell (None: no paired row)."""
+    if paired is None or not len(paired):
+        return None
+    row = paired[(paired["method_a"] == a) & (paired["method_b"] == b) & (paired["split"] == split)
+                 & (paired["shots"] == shots)]
+    return None if row.empty else bool(row["resolved"].iloc[0])

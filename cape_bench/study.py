@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cape_bench.config import BenchConfig, ConfigError, load_config
+from cape_bench.report.formatting import percent_text
 from cape_bench.store import atomic_write_text, write_json
 
 #: PCK@0.2 points a learned method must clear its floor by for a value's comparisons to mean anything
@@ -216,18 +217,10 @@ def print_study(console, plan: dict, tables: dict) -> None:
         table.add_column(column)
     for rec in study.to_dict("records"):
         table.add_row(f"{rec['value']:g}", rec["method"], f"{rec['pck'] * 100:.1f}" + ("" if rec["measurable"] else " ✗"),
-                      _pct(rec.get("pck_polysemous")), _pct(rec.get("pck_unique")), _pct(rec.get("floor_pck")))
+                      percent_text(rec.get("pck_polysemous")), percent_text(rec.get("pck_unique")), percent_text(rec.get("floor_pck")))
     console.print(table)
     for line in verdict(study, tables["gaps.csv"]):
         console.print(f"  {plan['knob']} = {line}")
-
-
-def _pct(value) -> str:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return "—"
-    return "—" if value != value else f"{value * 100:.1f}"
 
 
 def render_study(plan: dict, tables: dict) -> str:
@@ -283,4 +276,4 @@ def render_study(plan: dict, tables: dict) -> str:
     env = Environment(loader=PackageLoader("cape_bench.report", "templates"), autoescape=select_autoescape())
     return env.get_template("study.html.j2").render(
         plan=plan, figures=svgs, verdict=verdict(study, gaps) if len(study) else [],
-        rows=study.to_dict("records"), margin=MEASURABLE_MARGIN * 100, floor=FLOOR, pct=_pct)
+        rows=study.to_dict("records"), margin=MEASURABLE_MARGIN * 100, floor=FLOOR, pct=percent_text)

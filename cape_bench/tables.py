@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cape_bench.comparisons import is_resolved
+
 
 def headline(summary, ceiling=None, metric: str = "PCK@0.2"):
     """Pivot ``summary`` into {shots: DataFrame(method × split, + 'mean')} in percent.
@@ -11,7 +13,6 @@ def headline(summary, ceiling=None, metric: str = "PCK@0.2"):
     The mean is over the splits present (the papers' "Mean" over 5 splits when all ran).
     A ``(protocol ceiling)`` row is appended when ``ceiling`` is given.
     """
-    import pandas as pd  # noqa: PLC0415
 
     out = {}
     sel = summary[summary["metric"] == metric]
@@ -23,15 +24,6 @@ def headline(summary, ceiling=None, metric: str = "PCK@0.2"):
         table["mean"] = table.mean(axis=1)
         out[int(shots)] = table.rename(columns=lambda s: s if s == "mean" else f"split {s}")
     return out
-
-
-def _resolved(paired, a: str, b: str, split, shots) -> bool | None:
-    """Whether ``a`` vs ``b`` is resolved in that cell (None: no paired row)."""
-    if paired is None or not len(paired):
-        return None
-    row = paired[(paired["method_a"] == a) & (paired["method_b"] == b) & (paired["split"] == split)
-                 & (paired["shots"] == shots)]
-    return None if row.empty else bool(row["resolved"].iloc[0])
 
 
 def print_headline(console, summary, ceiling=None, metric: str = "PCK@0.2", extra_inputs=None,
@@ -60,7 +52,7 @@ def print_headline(console, summary, ceiling=None, metric: str = "PCK@0.2", extr
                 continue
             ranked = table.loc[methods, col].dropna().sort_values(ascending=False)
             if len(ranked) > 1:
-                lead[col] = _resolved(paired, ranked.index[0], ranked.index[1], int(col.split()[-1]), shots)
+                lead[col] = is_resolved(paired, ranked.index[0], ranked.index[1], int(col.split()[-1]), shots)
         if lead:
             lead["mean"] = None if any(v is None for v in lead.values()) else all(lead.values())
         unresolved = False

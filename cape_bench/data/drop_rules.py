@@ -36,7 +36,7 @@ def official_drop(*, iscrowd: float, bbox: Sequence[float] | None, area: float |
     if area is not None and area <= 0:
         return Drop("W-drop-area", f"area={area:g} <= 0")
     if clean_bbox(bbox, width, height) is None:
-        box = ", ".join(f"{v:g}" for v in bbox)
+        box = ", ".join(f"{v:.1f}" for v in bbox)
         return Drop("W-drop-clean-bbox",
                     f"clean bbox of [{box}] in the {width:g}x{height:g} image is empty (x2 <= x1 or y2 <= y1)")
     if max(keypoints) == 0:

@@ -19,9 +19,9 @@ A difference is "resolved" only where the paired test over episodes resolves it 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
+from cape_bench.report.formatting import percent_text
 from cape_bench.report.runs import RunData
 
 FLOOR = "text-prior"
@@ -51,10 +51,6 @@ def variant_roles(meta: dict) -> dict[str, str]:
     return out
 
 
-def _pct(x) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x * 100:.1f}"
-
-
 def _paired(paired, a: str, b: str, split: int, shots: int) -> dict | None:
     if paired is None:
         return None
@@ -80,15 +76,15 @@ def _cell(run: RunData, split: int, shots: int, pck, paired, amb, var, roles) ->
     if low:
         return {"split": split, "shots": shots, "measurable": False,
                 "why": f"not measurable: {', '.join(low)} below {FLOOR} + {MARGIN * 100:.0f} PCK points "
-                       f"({', '.join(f'{m} {_pct(learned[m])}' for m in low)}, {FLOOR} {_pct(floor)}): a method that "
+                       f"({', '.join(f'{m} {percent_text(learned[m])}' for m in low)}, {FLOOR} {percent_text(floor)}): a method that "
                        "did not learn says nothing about its tokens"}
-    out = {"split": split, "shots": shots, "measurable": True, "pck": {m: _pct(v) for m, v in learned.items()},
-           "floor": _pct(floor), "overall": _paired(paired, "capenext", "capex", split, shots)}
+    out = {"split": split, "shots": shots, "measurable": True, "pck": {m: percent_text(v) for m, v in learned.items()},
+           "floor": percent_text(floor), "overall": _paired(paired, "capenext", "capex", split, shots)}
     if amb is not None:
         rows = amb[(amb["split"] == split) & (amb["shots"] == shots)].set_index("method")
         if {"capenext", "capex"} <= set(rows.index):
             out["polysemy"] = {
-                kind: {"capenext": _pct(rows.loc["capenext", f"pck_{kind}"]), "capex": _pct(rows.loc["capex", f"pck_{kind}"]),
+                kind: {"capenext": percent_text(rows.loc["capenext", f"pck_{kind}"]), "capex": percent_text(rows.loc["capex", f"pck_{kind}"]),
                        "delta": f"{(rows.loc['capenext', f'pck_{kind}'] - rows.loc['capex', f'pck_{kind}']) * 100:+.1f}"}
                 for kind in ("polysemous", "unique")}
     ran = {m for m, s, k in pck if (s, k) == (split, shots)}

@@ -188,7 +188,7 @@ def _leads(block: Block, paired: dict[str, object]) -> dict:
     """Column → whether the best row's lead over the runner-up is resolved by the paired test over episodes
     (False: unresolved; None: unknown — rows of different runs, or no ``paired.csv``); "mean": resolved in every
     split (unknown if any split is). The same rule as the terminal table (:func:`cape_bench.tables.print_headline`)."""
-    from cape_bench.tables import _resolved  # noqa: PLC0415
+    from cape_bench.comparisons import is_resolved  # noqa: PLC0415
 
     leads = {}
     for col in block.splits:
@@ -197,7 +197,7 @@ def _leads(block: Block, paired: dict[str, object]) -> dict:
         if len(ranked) < 2 or ranked[0].run is not ranked[1].run:
             leads[col] = None
             continue
-        leads[col] = _resolved(paired.get(ranked[0].run.label), ranked[0].method, ranked[1].method, col, block.shots)
+        leads[col] = is_resolved(paired.get(ranked[0].run.label), ranked[0].method, ranked[1].method, col, block.shots)
     if leads:
         leads["mean"] = None if any(v is None for v in leads.values()) else all(leads.values())
     return leads

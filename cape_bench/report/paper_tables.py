@@ -49,13 +49,14 @@ def render_tables(run_dirs: list[Path], fmt: str, metric: str = "PCK@0.2") -> st
             frame = pd.read_csv(file)
             paired[r.label] = frame[frame["metric"] == metric]  # only the metric tested; other metrics: bold as is
     render = _markdown if fmt == "md" else _latex
-    parts = [render(block, ceilings.get(block.shots, []), _leads(block, paired)) for block in blocks]
+    leads = {block.shots: _leads(block, paired) for block in blocks}
+    parts = [render(block, ceilings.get(block.shots, []), leads[block.shots]) for block in blocks]
     comparisons = [c for c in _comparisons(runs) if metric == "PCK@0.2"]
     if comparisons:
         lines = [f"{c['where']}: {c['text']}" for c in comparisons]
         parts.append("\n".join(f"- {line}" for line in lines) if fmt == "md"
                      else "\n".join(f"% {_tex(line)}" for line in lines))
-    if any(lead is False for block in blocks for lead in _leads(block, paired).values()):
+    if any(lead is False for block_leads in leads.values() for lead in block_leads.values()):
         parts.append("≈ best in its column, but not resolved from the runner-up (paired test over episodes)"
                      if fmt == "md" else "% $\\approx$ best in its column, but not resolved from the runner-up")
     flagged = {}
