@@ -284,7 +284,7 @@ LAUNCHER = """
 import sys
 sys.path.insert(0, {repo!r})
 from cape_bench import registry
-registry.BUILTIN_METHODS["toy-ddp"] = "tests.test_scale_out:ToyDDPMethod"
+registry.BUILTIN_METHODS["toy-ddp"] = "{module}:ToyDDPMethod"
 from cape_bench.cli import main
 raise SystemExit(main(sys.argv[1:]))
 """
@@ -307,7 +307,7 @@ def test_torchrun_two_processes_reproduce_one(tiny, tmp_path):
     from safetensors.torch import load_file
 
     launcher = tmp_path / "launch.py"
-    launcher.write_text(LAUNCHER.format(repo=str(REPO)))
+    launcher.write_text(LAUNCHER.format(repo=str(REPO), module=__name__))
     runs = {}
     for label, nproc in (("one", None), ("two", 2)):
         (tmp_path / label).mkdir()
