@@ -93,6 +93,24 @@ class ProtocolSection:
     num_queries: int = 15
     pck_thresholds: tuple[float, ...] = (0.05, 0.10, 0.15, 0.20, 0.25)  # scored; mPCK averages these
 
+    @property
+    def is_official(self) -> bool:
+        """All five splits, 1- and 5-shot, the official episode count and 15 queries per episode."""
+        return (tuple(sorted(self.splits)) == (1, 2, 3, 4, 5) and tuple(sorted(self.shots)) == (1, 5)
+                and not self.num_episodes and self.num_queries == 15)
+
+    def describe(self) -> str:
+        """One line: which slice of the protocol runs, and whether it is the official one."""
+        splits = ", ".join(map(str, self.splits))
+        shots = "/".join(map(str, self.shots))
+        episodes = f"{self.num_episodes} episodes" if self.num_episodes else "the official episodes (200 test, 100 val)"
+        text = (f"split{'s' if len(self.splits) > 1 else ''} {splits}, {shots}-shot, {episodes} × "
+                f"{self.num_queries} queries per category")
+        if self.is_official:
+            return f"protocol: {text} — the official protocol"
+        return (f"protocol: {text} — a slice for this machine, NOT the official protocol (5 splits × 1/5-shot × "
+                f"200 episodes; `--protocol official` runs it)")
+
     def __post_init__(self) -> None:
         bad_splits = [s for s in self.splits if s not in range(1, 6)]
         if not self.splits or bad_splits:
@@ -134,7 +152,7 @@ class MethodSection:
 
     method: str = ""  # registered method this entry instantiates; empty → the section name
     checkpoint: str = ""  # a checkpoint path; "{split}" and "{shots}" are substituted
-    preset: str = ""  # training preset when no checkpoint is given; empty → the method's default ("quick")
+    preset: str = ""  # training preset when no checkpoint is given: budget | quick | official; empty → "budget"
     backbone: str = ""  # empty → the method's default
     text_encoder: str = ""  # text-based methods; empty → the method's default
     batch_size: int = 0  # queries per forward; 0 → the method's default

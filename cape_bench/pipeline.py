@@ -33,6 +33,7 @@ def run_and_report(cfg, console, show_progress: bool = True) -> int:
     extra, reference = cell_flags(runner.run.finished_cells())
     print_headline(console, tables["summary.csv"], tables["ceiling.csv"], extra_inputs=extra, reference=reference,
                    paired=tables.get("paired.csv"), bases=variant_bases(cfg.to_dict()))
+    console.print(cfg.protocol.describe())
     skipped = [o for o in outcomes if o.status.startswith("skipped")]
     if skipped:
         console.print(f"{len(skipped)} cells were finished earlier and not recomputed")

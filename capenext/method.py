@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ from torch import nn
 
 from baselines.capex.method import TextMethod, TextPoseModel, TextSupportState
 from baselines.common import text_encoders as te
+from baselines.common.budget import LINEAGE_BUDGET, LINEAGE_HEAD
 from baselines.common.trainer import Preset
 from cape_bench.api import InstanceView, MethodInfo, RunContext
 from cape_bench.data.mp100 import split_file
@@ -69,9 +71,17 @@ PRESETS = {
     # text + frozen MobileNetV2 pooled image token; Adam 1e-4, e_joint × √D on entry to the fusion module)
     "quick": Preset("quick", iterations=1600, batch_size=8, lr=1e-4, warmup_iters=50, milestones=(1280,),
                     input_size=128, backbone="mobilenetv2_s16"),
+    # the default job's preset (baselines.common.budget) with the fusion module's FFN at 1·D (official 4·D) and
+    # no dropout, and the image tower on the 128² crop itself (IMAGE_TOKEN_INPUTS)
+    "budget": replace(LINEAGE_BUDGET, head={**LINEAGE_HEAD, "fusion_ffn_ratio": 1, "fusion_dropout": 0.0}),
 }
 
-TEXT_ENCODERS = {"official": te.CLIP, "quick": te.MINILM}
+TEXT_ENCODERS = {"official": te.CLIP, "quick": te.MINILM, "budget": te.MINILM}
+
+#: preset → side of the query crop fed to the image tower (option ``image_token_input``; 0 = the crop as it is).
+#: Officially the 224 resize CLIP needs; the budget preset feeds MobileNetV2 the 128² crop itself (a third of the
+#: image tower's cost, which at 224² was two thirds of a training step's forward)
+IMAGE_TOKEN_INPUTS: dict[str, int] = {"official": te.CLIP_INPUT, "quick": te.CLIP_INPUT, "budget": 0}
 WRONG_CLASS_POOLS = ("all", "train", "val", "test")
 _IMAGE_CACHE_SIZE = 50_000
 
@@ -136,9 +146,10 @@ class _DeviceImageEmbedder:
         device: where its modules live.
     """
 
-    def __init__(self, embedder: te.ImageEmbedder, device: str) -> None:
+    def __init__(self, embedder: te.ImageEmbedder, device: str, size: int = te.CLIP_INPUT) -> None:
         self.embedder = embedder
         self.device = device
+        self.size = size
         for attr in ("model", "features"):  # ClipImageEmbedder.model / MobileNetImageEmbedder.features
             module = getattr(embedder, attr, None)
             if isinstance(module, nn.Module):
@@ -148,7 +159,7 @@ class _DeviceImageEmbedder:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """float32[B, 3, H, W] → float32[B, D] on the images' device."""
-        return self.embedder.embed(images.to(self.device)).float().to(images.device)
+        return self.embedder.embed(images.to(self.device), self.size).float().to(images.device)
 
 
 def category_name_pool(ann_dir: str | Path, split: int, pool: str) -> list[tuple[int, str]]:
@@ -213,10 +224,12 @@ class CapeNext(TextMethod):
                             "Category-Agnostic Pose Estimation, AAAI 2026")
     presets = PRESETS
     text_encoders = TEXT_ENCODERS
-    training_options = TextMethod.training_options + ("use_category_text", "use_query_image", "image_encoder")
+    training_options = TextMethod.training_options + ("use_category_text", "use_query_image", "image_encoder",
+                                                      "image_token_input")
     inference_options = TextMethod.inference_options + ("wrong_class_name", "wrong_class_pool")
+    head_key_prefixes = ("fusion_",)  # the preset's head sizes of the fusion module (FuseConfig fields)
 
-    def __init__(self, checkpoint: str = "", preset: str = "quick", backbone: str = "", batch_size: int = 0,
+    def __init__(self, checkpoint: str = "", preset: str = "budget", backbone: str = "", batch_size: int = 0,
                  text_encoder: str = "", train: Mapping[str, Any] | None = None, **options: Any) -> None:
         super().__init__(checkpoint=checkpoint, preset=preset, backbone=backbone, batch_size=batch_size,
                          text_encoder=text_encoder, train=train, **options)
@@ -271,12 +284,23 @@ class CapeNext(TextMethod):
             if not self.image.weights.genuine:
                 ctx.log("[bold red]WARNING capenext: the image embedder has RANDOM weights (tests/profiling "
                         "only)[/bold red]")
-        self._image_call = _DeviceImageEmbedder(self.image, ctx.device)
+        self._image_call = _DeviceImageEmbedder(self.image, ctx.device, self.image_token_input())
+
+    def image_token_input(self) -> int:
+        """Side the query crop is resized to before the image tower (option ``image_token_input``, else the
+        preset's :data:`IMAGE_TOKEN_INPUTS`; 0 = the crop's own side)."""
+        value = self.options.get("image_token_input", IMAGE_TOKEN_INPUTS.get(self.preset.name, te.CLIP_INPUT))
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"capenext: option image_token_input must be a side in pixels (0 = the crop's own), "
+                             f"got {value!r}")
+        return value or self.preset.input_size
 
     def encoder_identity(self) -> dict[str, Any]:
         out = super().encoder_identity()
         if self.image is not None:
             out["image"] = [self.image.name, self.image.weights.identity, self.image.extra]
+            if self.image_token_input() != te.CLIP_INPUT:  # (the key is absent at 224: digests stay as they were)
+                out["image_input_side"] = self.image_token_input()
         return out
 
     # ------------------------------------------------------------------ model
@@ -291,9 +315,10 @@ class CapeNext(TextMethod):
                              self.text_scale())
 
     def fuse_config(self) -> FuseConfig:
-        """Official module sizes (8 heads, FFN 4·D, dropout 0.1) at the running text encoder's width D."""
-        return FuseConfig(embed_dim=self.text.dim, use_category_text=self.use_category_text,
-                          use_query_image=self.use_query_image)
+        """Official module sizes (8 heads, FFN 4·D, dropout 0.1) at the running text encoder's width D, with the
+        preset's ``head`` keys ``fusion_<field>`` applied (e.g. ``fusion_ffn_ratio``)."""
+        return self.sized_head(FuseConfig(embed_dim=self.text.dim, use_category_text=self.use_category_text,
+                                          use_query_image=self.use_query_image), prefix="fusion_")
 
     @property
     def keypoint_head(self):
@@ -398,8 +423,11 @@ class CapeNext(TextMethod):
             "use_category_text": self.use_category_text, "use_query_image": self.use_query_image,
             "embed_dim": self.text.dim if self.text is not None else None,
         }
-        out["image_encoder"] = ({**self.image.provenance(), **self._image_prov} if self.image is not None
-                                else None)
+        if self.text is not None:
+            fuse = self.fuse_config()
+            out["fusion_module"].update(num_heads=fuse.num_heads, ffn_ratio=fuse.ffn_ratio, dropout=fuse.dropout)
+        out["image_encoder"] = ({**self.image.provenance(), **self._image_prov,
+                                 "input_side": self.image_token_input()} if self.image is not None else None)
         out["class_text"] = (None if not self.use_category_text else
                              f"wrong class name (probe; pool '{self.wrong_class_pool}', {len(self._pool)} names)"
                              if self.wrong_class else "ground-truth category name")

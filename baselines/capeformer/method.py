@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from baselines.common.backbones import build_backbone
+from baselines.common.budget import LINEAGE_BUDGET
 from baselines.common.plugin import TorchMethod
 from baselines.common.support_tokens import pool_support_tokens
 from baselines.common.trainer import Preset
@@ -32,6 +33,8 @@ PRESETS = {
     # iterations with the official head initialisation, below support-copy + 10; 63.0 % at 1,600)
     "quick": Preset("quick", iterations=1600, batch_size=8, lr=1e-4, warmup_iters=50, milestones=(1280,),
                     input_size=128, backbone="mobilenetv2_s16"),
+    # the default job's preset (baselines.common.budget): frozen backbone, half-width head, 800 iterations at 3e-4
+    "budget": LINEAGE_BUDGET,
 }
 
 
@@ -82,7 +85,7 @@ class LineageImageMethod(TorchMethod):
 
     def head_config(self, in_channels: int):
         size = self.preset.input_size
-        return self.config_class(in_channels=in_channels, input_size=size, heatmap_size=size // 4)
+        return self.sized_head(self.config_class(in_channels=in_channels, input_size=size, heatmap_size=size // 4))
 
     def build_model(self) -> nn.Module:
         """Backbone + head with the official training initialisation (``TwoStageHead.init_weights`` /

@@ -39,6 +39,7 @@ from torch import nn
 from baselines.capex.model import CapeXConfig, CapeXHead, joint_text_embeddings
 from baselines.common import text_encoders as te
 from baselines.common.backbones import build_backbone
+from baselines.common.budget import LINEAGE_BUDGET
 from baselines.common.plugin import TorchMethod
 from baselines.common.trainer import Preset
 from cape_bench.api import Category, InstanceView, MethodInfo, RunContext
@@ -55,20 +56,22 @@ PRESETS = {
     # (CAPE-Synth split 1, 1-shot, 20 episodes: 60.4 % at 800 iterations, 71.3 % at 1,600)
     "quick": Preset("quick", iterations=1600, batch_size=8, lr=1e-4, warmup_iters=50, milestones=(1280,),
                     input_size=128, backbone="mobilenetv2_s16"),
+    # the default job's preset (baselines.common.budget): frozen backbone, half-width head, 800 iterations at 3e-4
+    "budget": LINEAGE_BUDGET,
 }
 
 #: preset → side the query feature map is resized to (None: the backbone's own, 16×16 for SwinV2-T at 256²).
-FEATURE_SIZES: dict[str, int | None] = {"official": None, "quick": 8}
+FEATURE_SIZES: dict[str, int | None] = {"official": None, "quick": 8, "budget": 8}
 
 #: preset → default text encoder.
-TEXT_ENCODERS: dict[str, str] = {"official": te.GTE, "quick": te.MINILM}
+TEXT_ENCODERS: dict[str, str] = {"official": te.GTE, "quick": te.MINILM, "budget": te.MINILM}
 
 #: preset → text-token scale (option ``text_scale``): the unit-norm keypoint-text rows are multiplied by it before
 #: they enter the model (CapeX: the head's ``text_proj``; CapeNext: the fusion module). ``"sqrt_dim"`` = √D of the
 #: text encoder that runs. The official code feeds unit rows (scale 1) beside image tokens of norm ≈ 7 and sine
 #: positions of norm ≈ 11, so the first encoder layer all but erases which keypoint a token stands for (support
 #: tokens' pairwise cosine 0.54 → 0.99); the quick presets restore a token norm comparable to the image tokens'.
-TEXT_SCALES: dict[str, float | str] = {"official": 1.0, "quick": "sqrt_dim"}
+TEXT_SCALES: dict[str, float | str] = {"official": 1.0, "quick": "sqrt_dim", "budget": "sqrt_dim"}
 
 SUPPORT_MASKS = ("shot0", "product")
 
@@ -212,7 +215,7 @@ class TextMethod(TorchMethod):
 
     Args:
         checkpoint: a trained ``model.safetensors`` (see :class:`TorchMethod`).
-        preset: ``"official"`` or ``"quick"``.
+        preset: ``"budget"`` (default), ``"quick"`` or ``"official"``.
         backbone: backbone name (default: the preset's).
         batch_size: queries per forward.
         text_encoder: text encoder name (default: the preset's; see :data:`TEXT_ENCODERS`).
@@ -233,7 +236,7 @@ class TextMethod(TorchMethod):
     text_scales: dict[str, float | str] = TEXT_SCALES
     inference_options: tuple[str, ...] = ("support_mask",)
 
-    def __init__(self, checkpoint: str = "", preset: str = "quick", backbone: str = "", batch_size: int = 0,
+    def __init__(self, checkpoint: str = "", preset: str = "budget", backbone: str = "", batch_size: int = 0,
                  text_encoder: str = "", train: Mapping[str, Any] | None = None, **options: Any) -> None:
         unknown = set(options) - set(self.training_options) - set(self.inference_options)
         if unknown:
@@ -321,8 +324,8 @@ class TextMethod(TorchMethod):
     def head_config(self, in_channels: int) -> CapeXConfig:
         """Official CapeX head sizes with the running encoder's text width and the preset's crop size."""
         size = self.preset.input_size
-        return CapeXConfig(in_channels=in_channels, token_in_channels=self.text.dim, input_size=size,
-                           heatmap_size=size // 4)
+        return self.sized_head(CapeXConfig(in_channels=in_channels, token_in_channels=self.text.dim, input_size=size,
+                                           heatmap_size=size // 4))
 
     @property
     def keypoint_head(self) -> CapeXHead:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from baselines.common.trainer import EpisodeStream, Preset, load_checkpoint, train
+from baselines.common.trainer import EpisodeStream, Preset, load_checkpoint, sized_head, train
 from cape_bench.api import InstanceView, MethodInfo, RunContext
 from cape_bench.data.geometry import crop_to_image, image_to_crop
 from cape_bench.data.mp100 import load_annotation_set, load_descriptions, split_file
@@ -55,7 +55,7 @@ class TorchMethod:
     trainable = True  # ``cape-bench train`` can train it
     pad_to: int | None = None  # keypoint slots in training batches (the lineage heads use the official 100)
 
-    def __init__(self, checkpoint: str = "", preset: str = "quick", backbone: str = "", batch_size: int = 0,
+    def __init__(self, checkpoint: str = "", preset: str = "budget", backbone: str = "", batch_size: int = 0,
                  train: Mapping[str, Any] | None = None, **options: Any) -> None:
         if preset not in self.presets:
             raise ValueError(f"{self.info.name}: unknown preset {preset!r}; choose from {', '.join(self.presets)}")
@@ -88,6 +88,19 @@ class TorchMethod:
     def predict_normalized(self, state: Any, crops: torch.Tensor, queries: InstanceView) -> torch.Tensor:
         """float32[Q, K, 2] normalised crop coords for query crops float32[Q, 3, H, W]."""
         raise NotImplementedError
+
+    #: prefixes of the preset's ``head`` keys that size another module than the keypoint head (CapeNext: fusion_)
+    head_key_prefixes: tuple[str, ...] = ()
+
+    def sized_head(self, config: Any, prefix: str = "") -> Any:
+        """``config`` with the preset's ``head`` sizes applied (checked, named errors): the keys starting with
+        ``prefix``, or, without one, the keys of no module in :attr:`head_key_prefixes`."""
+        if prefix:
+            sizes = {k: v for k, v in self.preset.head.items() if k.startswith(prefix)}
+        else:
+            sizes = {k: v for k, v in self.preset.head.items()
+                     if not any(k.startswith(p) for p in self.head_key_prefixes)}
+        return sized_head(config, sizes, f"methods.{self.info.name}.train", prefix)
 
     def training_identity(self) -> dict[str, Any]:
         """Extra facts that make a trained model different (e.g. the text encoder that really ran)."""

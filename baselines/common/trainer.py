@@ -22,7 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,9 @@ class Preset:
     log_every: int = 20
     checkpoint_every: int = 200
     freeze_backbone: bool = False  # train the head only (ImageNet features kept as they are)
+    #: head hyper-parameters replaced in the method's official head configuration (e.g. ``{d_model = 128}``):
+    #: part of the preset, so of the trained-model digest; :func:`sized_head` applies and checks them
+    head: Mapping[str, Any] = field(default_factory=dict)
 
     def resolve(self, steps_per_epoch: int) -> Preset:
         """An iteration-sized copy: epochs and epoch milestones × ``steps_per_epoch`` (official schedules)."""
@@ -80,7 +83,13 @@ class Preset:
                 allowed = ", ".join(sorted(k for k in kinds if k != "name"))
                 raise ValueError(f"{where}.{key}: not a preset field; allowed: {allowed}")
             kind = kinds[key]
-            if "tuple" in kind:
+            if kind.startswith("Mapping"):
+                if not isinstance(value, Mapping) or not all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+                    raise ValueError(f"{where}.{key}: expected a table of numbers, e.g. {{d_model = 128}}, "
+                                     f"got {value!r}")
+                value = {**getattr(self, key), **value}
+            elif "tuple" in kind:
                 if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) for v in value):
                     raise ValueError(f"{where}.{key}: expected a list of integers, got {value!r}")
                 value = tuple(value)
@@ -106,6 +115,38 @@ class Preset:
             k = (1 - it / self.warmup_iters) * (1 - self.warmup_ratio)
             lr *= 1 - k
         return lr
+
+
+def sized_head(config: Any, sizes: Mapping[str, float], where: str, prefix: str = "") -> Any:
+    """``config`` (a head-configuration dataclass) with the values of ``sizes`` (a preset's ``head``) replaced.
+
+    Args:
+        config: the official configuration.
+        sizes: field → value; with ``prefix``, the keys are ``prefix + field`` (e.g. ``fusion_dropout``).
+        where: config path for messages (e.g. ``methods.capex.train``).
+        prefix: what the keys of this configuration start with in ``sizes``.
+
+    Raises:
+        ValueError: a key that is not a field of ``config``, a fraction for an integer field, or a combination
+            the configuration rejects, each named with ``where``.
+    """
+    if not sizes:
+        return config
+    known = {f.name for f in fields(config)}
+    changes = {}
+    for key, value in sizes.items():
+        name = key[len(prefix):]
+        if name not in known:
+            raise ValueError(f"{where}.head.{key}: not a field of {type(config).__name__}; allowed: "
+                             f"{', '.join(prefix + k for k in sorted(known))}")
+        current = getattr(config, name)
+        if isinstance(current, int) and not isinstance(current, bool) and float(value) != int(value):
+            raise ValueError(f"{where}.head.{key}: expected an integer, got {value!r}")
+        changes[name] = int(value) if isinstance(current, int) else float(value)
+    try:
+        return replace(config, **changes)
+    except ValueError as err:  # the configuration's own checks (e.g. d_model divisible by nhead)
+        raise ValueError(f"{where}.head {dict(sizes)}: {err}") from None
 
 
 @dataclass

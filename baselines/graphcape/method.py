@@ -30,6 +30,7 @@ from torch import nn
 
 from baselines.capeformer.method import LineageImageMethod
 from baselines.common.convert import load_official_graphcape
+from baselines.common.budget import LINEAGE_BUDGET
 from baselines.common.trainer import Preset
 from baselines.graphcape.model import GraphCapeConfig, GraphCapeHead
 from cape_bench.api import MethodInfo, RunContext
@@ -46,6 +47,8 @@ PRESETS = {
     # 57.5 % at 800 iterations, below support-copy + 10)
     "quick": Preset("quick", iterations=1600, batch_size=8, lr=1e-4, warmup_iters=50, milestones=(1280,),
                     input_size=128, backbone="mobilenetv2_s16"),
+    # the default job's preset (baselines.common.budget): frozen backbone, half-width head, 800 iterations at 3e-4
+    "budget": LINEAGE_BUDGET,
 }
 
 #: backbones of the released PoseAnything checkpoints (tiny / small)

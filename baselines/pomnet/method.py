@@ -54,7 +54,7 @@ from baselines.pomnet.model import MAX_KEYPOINTS, POMNetHeadConfig, TransformerH
 from cape_bench.api import InstanceView, MethodInfo, RunContext
 
 #: deconvolution width of the per-keypoint branch per preset (official ``num_deconv_filters`` = (256, 256, 256))
-DECONV_WIDTH = {"quick": 64}
+DECONV_WIDTH = {"quick": 64, "budget": 32}
 OFFICIAL_DECONV_WIDTH = 256
 
 PRESETS = {
@@ -68,6 +68,11 @@ PRESETS = {
     # width 64 (DECONV_WIDTH), the official Adam 5e-4
     "quick": Preset("quick", iterations=800, batch_size=8, lr=5e-4, warmup_iters=50, milestones=(640,),
                     input_size=128, backbone="mobilenetv2_s16"),
+    # the default job's preset (baselines.common.budget): one frozen MobileNetV2 shared by support and query, the
+    # transformer at half width (E 128, 4 heads, FFN 256) without dropout, deconv width 32, 800 iterations
+    "budget": Preset("budget", iterations=800, batch_size=8, lr=5e-4, warmup_iters=50, milestones=(640,),
+                     input_size=128, backbone="mobilenetv2_s16", freeze_backbone=True,
+                     head={"embed_dims": 128, "num_heads": 4, "feedforward_channels": 256, "dropout": 0.0}),
 }
 
 
@@ -182,7 +187,7 @@ class POMNet(TorchMethod):
 
     def head_config(self, in_channels: int) -> POMNetHeadConfig:
         """Official ``TransformerHead`` sizes for ``in_channels`` backbone channels and the deconv width."""
-        return POMNetHeadConfig(in_channels=in_channels, num_deconv_filters=(self.deconv_width,) * 3)
+        return self.sized_head(POMNetHeadConfig(in_channels=in_channels, num_deconv_filters=(self.deconv_width,) * 3))
 
     def prepare(self, ctx: RunContext) -> None:
         self._seed, self._log = ctx.seed, ctx.log

@@ -28,6 +28,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     run.add_argument("--splits", type=_int_range_list, help="e.g. 1-5 or 1,3")
     run.add_argument("--shots", type=_int_range_list, help="e.g. 1,5")
     run.add_argument("--num-episodes", type=int, help="episodes per category (smoke runs; not the official protocol)")
+    run.add_argument("--protocol", choices=["official"],
+                     help="official: all five splits, 1- and 5-shot, the official episode count (overrides "
+                          "bench.toml's slice; --splits/--shots still narrow it)")
     run.add_argument("--checkpoint", action="append", default=[], metavar="METHOD=PATH",
                      help="use a checkpoint for a method (repeatable)")
     run.add_argument("--device", choices=["cpu", "cuda"])
@@ -43,11 +46,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return run
 
 
-def cmd_run(args) -> int:
-    from rich.console import Console  # noqa: PLC0415
-
-    from cape_bench.config import ConfigError, find_config, load_config  # noqa: PLC0415
-
+def run_overrides(args) -> list[str]:
+    """The config overrides (``KEY=VALUE``) that ``run``'s flags stand for, after the ``--set`` ones."""
     overrides = list(args.overrides)
     put = _putter(overrides)
     if args.methods:
@@ -55,6 +55,11 @@ def cmd_run(args) -> int:
     _dataset_overrides(args, put)
     if args.categories:
         put("dataset.categories", args.categories)
+    if args.protocol == "official":
+        put("protocol.splits", [1, 2, 3, 4, 5])
+        put("protocol.shots", [1, 5])
+        put("protocol.num_episodes", 0)
+        put("protocol.num_queries", 15)
     if args.splits:
         put("protocol.splits", args.splits)
     if args.shots:
@@ -70,7 +75,15 @@ def cmd_run(args) -> int:
         if not sep:
             raise SystemExit(f"--checkpoint {item!r}: expected METHOD=PATH")
         put(f"methods.{method}.checkpoint", str(Path(path).resolve()))
-    cfg = load_config(args.config or find_config(), overrides)
+    return overrides
+
+
+def cmd_run(args) -> int:
+    from rich.console import Console  # noqa: PLC0415
+
+    from cape_bench.config import ConfigError, find_config, load_config  # noqa: PLC0415
+
+    cfg = load_config(args.config or find_config(), run_overrides(args))
     for item in args.checkpoint:
         method = item.partition("=")[0]
         if method not in cfg.run.methods:

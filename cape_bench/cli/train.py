@@ -23,7 +23,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     tr.add_argument("--method", "--methods", dest="methods", type=_csv_list, required=True,
                     help="method name(s), comma-separated (a variant section of bench.toml counts)")
     tr.add_argument("--split", "--splits", dest="splits", type=_int_range_list, default=[1], help="e.g. 1 or 1-5")
-    tr.add_argument("--preset", help="training preset (quick | official; default: bench.toml or the method's)")
+    tr.add_argument("--preset", help="training preset (budget | quick | official; default: bench.toml or budget)")
     tr.add_argument("--backbone", help="backbone name (default: the preset's)")
     tr.add_argument("--iterations", type=int, help="override the preset's number of iterations")
     _add_dataset_args(tr)

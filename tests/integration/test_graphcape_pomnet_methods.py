@@ -276,6 +276,11 @@ def test_presets_follow_the_official_configs():
     for cls in (GraphCape, POMNet):
         q = cls.presets["quick"]
         assert (q.input_size, q.backbone, q.freeze_backbone) == (128, "mobilenetv2_s16", False)
+    for cls in (GraphCape, POMNet):
+        b = cls.presets["budget"]
+        assert (b.input_size, b.backbone, b.freeze_backbone, b.iterations) == (128, "mobilenetv2_s16", True, 800)
+        assert cls().preset.name == "budget"
+    assert POMNet().deconv_width == 32 and POMNet().shared_backbone  # a frozen encoder serves both roles
     assert GraphCape.sigma == 1.0 and POMNet.sigma == 2.0
     assert GraphCape(preset="official").feature_size == 16 and GraphCape(preset="quick").feature_size == 8
     assert "category skeleton" in GraphCape.info.extra_inputs

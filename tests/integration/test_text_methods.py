@@ -217,10 +217,14 @@ def test_official_presets():
         assert (p.lr, p.warmup_iters, p.epochs, p.milestones, p.batch_size, p.input_size, p.backbone) == (
             1e-5, 1000, 200, (160, 180), 16, 256, "swinv2_tiny")
         assert not p.freeze_backbone and official.text_encoder_name == text and official.sigma == 1.0
-        quick = cls()
+        quick = cls(preset="quick")
         assert (quick.preset.input_size, quick.preset.backbone, quick.preset.freeze_backbone) == (
             128, "mobilenetv2_s16", False)
         assert quick.text_encoder_name == te.MINILM and quick.feature_size() == 8
+        budget = cls()  # the default: frozen backbone, half-width head, the same encoders and token grid
+        assert budget.preset.name == "budget" and budget.preset.freeze_backbone and budget.preset.head["d_model"] == 128
+        assert budget.text_encoder_name == te.MINILM and budget.feature_size() == 8
+        assert budget.options.get("text_scale") is None and budget.text_scales["budget"] == "sqrt_dim"
     with pytest.raises(ValueError, match="unknown option"):
         CapeX(use_query_image=False)  # a CapeNext option is a typo for CapeX
 

@@ -87,9 +87,39 @@ def test_preset_overrides_are_type_checked():
 
 
 @pytest.mark.parametrize("name", ["pomnet", "capeformer", "graphcape", "capex", "capenext"])
+def test_head_sizes_reach_the_model_and_bad_ones_name_the_key(name):
+    from cape_bench import registry
+
+    cls = registry.load_method_class(name)
+    width = "embed_dims" if name == "pomnet" else "d_model"
+    sizes = {width: 64, "dim_feedforward" if name != "pomnet" else "feedforward_channels": 128, "dropout": 0.0}
+    if name != "pomnet":
+        sizes["similarity_proj_dim"] = 64
+    method = cls(train={"head": sizes})
+    config = _official_config(method)
+    if method.info.reads_text:
+        config = method.sized_head(config)
+    assert all(getattr(config, k) == v for k, v in sizes.items())
+    assert method.preset.head == sizes  # part of the preset, so of the trained-model digest
+    with pytest.raises(ValueError, match=f"methods.{name}.train.head.widht: not a field"):
+        cls(train={"head": {"widht": 3}}).sized_head(config)
+    with pytest.raises(ValueError, match=f"methods.{name}.train.head.{width}: expected an integer"):
+        cls(train={"head": {width: 64.5}}).sized_head(config)
+    with pytest.raises(ValueError, match="expected a table of numbers"):
+        cls(train={"head": {width: "wide"}})
+
+
+def _official_config(method):
+    """The head configuration the method builds (text methods: CapeX's, which needs no loaded encoder here)."""
+    from baselines.capex.model import CapeXConfig
+
+    return CapeXConfig() if method.info.reads_text else method.head_config(64)
+
+
+@pytest.mark.parametrize("name", ["pomnet", "capeformer", "graphcape", "capex", "capenext"])
 def test_every_trainable_method_takes_preset_overrides(name):
     from cape_bench import registry
 
     method = registry.load_method_class(name)(train={"iterations": 3, "lr": 2e-4})
-    assert (method.preset.iterations, method.preset.lr, method.preset.name) == (3, 2e-4, "quick")
+    assert (method.preset.iterations, method.preset.lr, method.preset.name) == (3, 2e-4, "budget")
     assert method.trainable

@@ -59,6 +59,7 @@ from baselines.common.text_encoders.image_embedders import (  # noqa: F401
     ImageEmbedder,
     MobileNetImageEmbedder,
     _mobilenet_weights_file,
+    CLIP_INPUT,
     resize_for_clip,
 )
 from baselines.common.text_encoders.weights import (  # noqa: F401

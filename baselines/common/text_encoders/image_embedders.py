@@ -14,14 +14,21 @@ from baselines.common.text_encoders.weights import CLIP, MOBILENET, WeightsNotFo
 # Query-image token for CapeNext
 
 
-def resize_for_clip(images):
-    """CapeNext's resize: ``F.interpolate(img, (224, 224), bilinear, align_corners=False)``, no antialias.
+#: side CapeNext resizes the query crop to before the image tower (CLIP ViT-B/32's input)
+CLIP_INPUT = 224
 
-    The input stays ImageNet-normalised (official quirk, spec §10.1 step 4). float32[B, 3, H, W] → [B, 3, 224, 224].
+
+def resize_for_clip(images, size: int = CLIP_INPUT):
+    """CapeNext's resize: ``F.interpolate(img, (size, size), bilinear, align_corners=False)``, no antialias.
+
+    The input stays ImageNet-normalised (official quirk, spec §10.1 step 4). float32[B, 3, H, W] → [B, 3, size,
+    size]; a crop already ``size`` wide is returned as it is.
     """
     import torch.nn.functional as F
 
-    return F.interpolate(images, size=(224, 224), mode="bilinear", align_corners=False)
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
 
 
 class ImageEmbedder:
@@ -37,7 +44,8 @@ class ImageEmbedder:
     def __init__(self, name: str, dim: int, weights: WeightsInfo, extra: dict | None = None) -> None:
         self.name, self.dim, self.weights, self.extra = name, dim, weights, dict(extra or {})
 
-    def embed(self, images):  # pragma: no cover - abstract
+    def embed(self, images, size: int = CLIP_INPUT):  # pragma: no cover - abstract
+        """float32[B, 3, H, W] ImageNet-normalised crops, resized to ``size`` first → float32[B, D] unit rows."""
         raise NotImplementedError
 
     def provenance(self) -> dict[str, Any]:
@@ -51,10 +59,12 @@ class ClipImageEmbedder(ImageEmbedder):
         super().__init__(CLIP, int(model.visual.output_dim), weights)
         self.model = model
 
-    def embed(self, images):
+    def embed(self, images, size: int = CLIP_INPUT):
         """Args: images float32[B, 3, H, W] ImageNet-normalised crops. Returns float32[B, 512], unit rows."""
         import torch
 
+        if size != CLIP_INPUT:
+            raise ValueError(f"the CLIP ViT-B/32 image tower takes {CLIP_INPUT}² inputs, not {size}²")
         with torch.no_grad():  # frozen tower, run without autograd as in the official code
             x = self.model.encode_image(resize_for_clip(images)).float()
             return x / x.norm(dim=1, keepdim=True)
@@ -107,12 +117,13 @@ class MobileNetImageEmbedder(ImageEmbedder):
             extra["projection"] = f"fixed Gaussian {native}->{dim}, seed 1234, /sqrt({native})"
         super().__init__(f"{MOBILENET} pooled", dim or native, info, extra)
 
-    def embed(self, images):
-        """Args: images float32[B, 3, H, W] ImageNet-normalised. Returns float32[B, dim], unit rows."""
+    def embed(self, images, size: int = CLIP_INPUT):
+        """Args: images float32[B, 3, H, W] ImageNet-normalised, resized to ``size`` (convolutional: any size).
+        Returns float32[B, dim], unit rows."""
         import torch
 
         with torch.no_grad():
-            x = self.features(resize_for_clip(images))
+            x = self.features(resize_for_clip(images, size))
             x = torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
             if self.proj is not None:
                 x = x @ self.proj.T
