@@ -270,3 +270,24 @@ class RandomInitMethod(Method, Protocol):
 def supports_random_init(method_or_class: Any) -> bool:
     """True when a method (or its class) implements :class:`RandomInitMethod`."""
     return all(callable(getattr(method_or_class, m, None)) for m in ("random_init_options", "random_init"))
+
+
+class TrainedMethod(Method, Protocol):
+    """Optional extension of :class:`Method`: a method that trains its model on first use (inside ``prepare``).
+
+    Before the grid runs the harness asks how much training each split needs, to say what the job will do and how
+    long it has left (:mod:`cape_bench.job_clock`); nothing is trained by the question.
+    """
+
+    def pending_training(self, ctx: RunContext) -> tuple[int, str]:
+        """(training iterations ``prepare(ctx)`` will run — 0 when the model is given or already trained —, a key
+        naming the model, e.g. its folder: two labels that share a model train it once)."""
+
+
+def pending_training(method: Any, ctx: RunContext) -> tuple[int, str]:
+    """:meth:`TrainedMethod.pending_training`; (0, "") for a method without the hook."""
+    hook = getattr(method, "pending_training", None)
+    if not callable(hook):
+        return 0, ""
+    iterations, key = hook(ctx)
+    return int(iterations), str(key)

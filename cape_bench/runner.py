@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from cape_bench.api import supports_instance_cache
+from cape_bench.api import pending_training, supports_instance_cache
 from cape_bench.config import BenchConfig, ConfigError
 from cape_bench.configured import create_configured_method, make_context
 from cape_bench.data.mp100 import AnnotationError, AnnotationSet, load_annotation_set, load_descriptions, split_file
@@ -36,6 +36,7 @@ from cape_bench.environment import environment, git_state
 from cape_bench.episodes import EpisodeManifest, build_manifest
 from cape_bench.feature_cache import MB, FeatureCache, describe
 from cape_bench.images import CropSource, check_images
+from cape_bench.job_clock import JobClock
 from cape_bench.loops import CachedLoop, run_uncached
 from cape_bench.metrics.pck import METRIC_VERSION
 from cape_bench.predictions import predictions_frame
@@ -246,6 +247,7 @@ class Runner:
         finished = {(r["method"], r["split"], r["shots"]) for r in self.run.finished_cells()}
         outcomes: list[CellOutcome] = []
         methods: dict[str, Any] = {}
+        clock = self._job_clock(ds, [c for c in selected if c not in finished], methods) if mode == "run" else None
         for split in cfg.protocol.splits:
             if not any(c[1] == split for c in wanted):
                 continue
@@ -297,12 +299,14 @@ class Runner:
                     if mode == "plan":
                         outcomes.append(CellOutcome(name, split, shots, "pending"))
                         continue
+                    t_cell, prepare_s = time.perf_counter(), 0.0
                     try:
                         if problem:
                             raise RuntimeError(problem)
                         if name not in methods:
                             methods[name] = create_configured_method(self.cfg, name)
                         record_ = self._run_cell(methods[name], name, ds, ann, manifest, split, shots)
+                        prepare_s = record_["timings"]["prepare_s"]
                         outcomes.append(CellOutcome(name, split, shots, "done", record=record_))
                     except Exception as err:  # noqa: BLE001 — one failing cell must not lose the others
                         message = f"{name} split {split} {shots}-shot failed: {type(err).__name__}: {err}"
@@ -311,10 +315,31 @@ class Runner:
                             envelope["failures"].append({"method": name, "split": split, "shots": shots,
                                                          "error": message})
                         outcomes.append(CellOutcome(name, split, shots, "failed", error=message))
+                    if clock is not None:
+                        self.log(clock.cell_done(name, split, prepare_s, time.perf_counter() - t_cell))
                     if record:
                         envelope["messages"] = self.messages[-200:]
                         write_json(self.run.run_json, envelope)
         return outcomes
+
+    def _job_clock(self, ds: DatasetRef, todo: list[tuple[str, int, int]], methods: dict[str, Any]) -> JobClock:
+        """Ask each method how much it trains before the grid runs (creating the methods the loop then uses); say
+        the plan. A method that cannot even be created counts as no training: its cells fail and say why."""
+        training: dict[tuple[str, int], tuple[int, str]] = {}
+        for name, split, shots in todo:
+            if (name, split) in training:
+                continue
+            try:
+                if name not in methods:
+                    methods[name] = create_configured_method(self.cfg, name)
+                training[(name, split)] = pending_training(
+                    methods[name], make_context(self.cfg, name, ds, split, shots, self.log))
+            except Exception:  # noqa: BLE001 — the cell itself fails later, with the message
+                training[(name, split)] = (0, "")
+        clock = JobClock(len(todo), training)
+        if todo:
+            self.log(clock.plan_text())
+        return clock
 
     def _fail_cells(self, outcomes: list[CellOutcome], envelope: dict | None, wanted, split: int, shots_list,
                     err: Exception) -> None:

@@ -72,9 +72,21 @@ def write_tiny_mp100(root: Path, *, splits=(1,), num_categories: int = 3, instan
     return root
 
 
-#: CapeFormer's quick preset shrunk for tests: 2 iterations of a random-init ResNet-18 at 64 px
+#: CapeFormer's preset shrunk for tests: 2 iterations of a random-init ResNet-18 at 64 px and a tiny head (d 32)
 TINY_TRAIN = {"iterations": 2, "batch_size": 2, "input_size": 64, "backbone": "resnet18", "freeze_backbone": False,
-              "log_every": 1}
+              "log_every": 1, "head": {"d_model": 32, "nhead": 2, "dim_feedforward": 64, "similarity_proj_dim": 32,
+                                       "dynamic_proj_dim": 16, "dropout": 0.0}}
+
+
+def toml_value(value) -> str:
+    """A TOML literal for a number, string, bool, list or (inline) table."""
+    import json
+
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
 
 
 def write_tiny_config(path: Path, tiny: Path, *, runs: Path, cache: Path, methods=None, shots=(1,), train=None,
@@ -83,7 +95,7 @@ def write_tiny_config(path: Path, tiny: Path, *, runs: Path, cache: Path, method
     ``[methods.capeformer]`` trained with ``TINY_TRAIN`` (updated with ``train``)."""
     import json
 
-    table = ", ".join(f"{k} = {json.dumps(v)}" for k, v in {**TINY_TRAIN, **(train or {})}.items())
+    table = toml_value({**TINY_TRAIN, **(train or {})})[1:-1]
     listed = f"methods = {json.dumps(list(methods))}\n" if methods else ""
     path.write_text(f"""
 [run]

@@ -27,7 +27,7 @@ import torch
 from baselines.common.trainer import EpisodeStream, Preset, load_checkpoint, sized_head, train
 from cape_bench.api import InstanceView, MethodInfo, RunContext
 from cape_bench.data.geometry import crop_to_image, image_to_crop
-from cape_bench.data.mp100 import load_annotation_set, load_descriptions, split_file
+from cape_bench.data.mp100 import AnnotationSet, load_annotation_set, load_descriptions, split_file
 from cape_bench.images import normalize_crops
 
 TRAINING_CODE_VERSION = "train-2"  # bump when training semantics change (invalidates cached models)
@@ -187,7 +187,17 @@ class TorchMethod:
         self._prepared_key = key
         self._model_version += 1  # cached per-instance features of an earlier model are stale now
 
-    def _train_or_reuse(self, ctx: RunContext) -> dict:
+    def pending_training(self, ctx: RunContext) -> tuple[int, str]:
+        """(iterations ``prepare(ctx)`` will train — 0 with a checkpoint or a model trained earlier —, the model's
+        cache folder): the harness's job plan and ETA (:class:`cape_bench.api.TrainedMethod`)."""
+        if self.checkpoint:
+            return 0, self.checkpoint
+        self.load_encoders(ctx)  # a text model's identity names the encoder that runs
+        _, _, out_dir = self._training_job(ctx)
+        return (0 if (out_dir / "model.safetensors").exists() else self.preset.iterations), str(out_dir)
+
+    def _training_job(self, ctx: RunContext) -> tuple[AnnotationSet, dict, Path]:
+        """The training annotations, the trained model's identity and its cache folder (keyed on the identity)."""
         train_file = split_file(ctx.ann_dir, ctx.split, "train")
         if not ctx.image_root:
             raise FileNotFoundError(f"{self.info.name}: training needs images; no image root is configured")
@@ -203,7 +213,12 @@ class TorchMethod:
             ident["descriptions"] = hashlib.sha256(json.dumps(
                 [ann.categories[c].descriptions for c in ann.categories]).encode()).hexdigest()
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-        out_dir = Path(ctx.cache_dir) / "models" / self.info.name / f"split{ctx.split}-{self.preset.name}-{digest}"
+        folder = f"split{ctx.split}-{self.preset.name}-{digest}"
+        return ann, ident, Path(ctx.cache_dir) / "models" / self.info.name / folder
+
+    def _train_or_reuse(self, ctx: RunContext) -> dict:
+        ann, ident, out_dir = self._training_job(ctx)
+        train_file = ann.path
         reused = (out_dir / "model.safetensors").exists()
         changed = "".join(f", {k}={v}" for k, v in self.preset_overrides.items())
         if not reused:

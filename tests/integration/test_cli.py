@@ -45,7 +45,10 @@ def test_help_does_not_import_torch():
 
 def test_bench_toml_is_valid_and_strict(tmp_path):
     cfg = load_config(REPO / "bench.toml")
-    assert cfg.protocol.shots == (1, 5)
+    # the shipped job: the five CAPE methods beside the floors, on a CPU slice of the protocol
+    assert (cfg.protocol.splits, cfg.protocol.shots, cfg.protocol.num_episodes) == ((1,), (1,), 20)
+    assert {"capenext", "capex", "graphcape", "capeformer", "pomnet", "support-copy", "text-prior"} <= set(
+        cfg.run.methods)
     bad = tmp_path / "bench.toml"
     bad.write_text((REPO / "bench.toml").read_text().replace("num_queries = 15", "num_querys = 15"))
     with pytest.raises(ConfigError, match=r"unknown config key 'protocol\.num_querys'"):

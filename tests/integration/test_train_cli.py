@@ -19,20 +19,20 @@ def tiny(tmp_path_factory):
 
 
 def _config(tmp_path, tiny, **train) -> str:
-    """A bench.toml: the tiny dataset, CapeFormer's quick preset shrunk to 2 iterations of a random ResNet-18."""
+    """A bench.toml: the tiny dataset, CapeFormer's budget preset shrunk to 2 iterations of a random ResNet-18."""
     return str(write_tiny_config(tmp_path / "bench.toml", tiny, runs=tmp_path / "runs", cache=tmp_path / "cache",
                                  train=train))
 
 
 def _model_dirs(tmp_path):
-    return sorted((tmp_path / "cache" / "models" / "capeformer").glob("split1-quick-*"))
+    return sorted((tmp_path / "cache" / "models" / "capeformer").glob("split1-budget-*"))
 
 
 def test_train_then_reuse_then_retrain_on_a_changed_preset(tiny, tmp_path, capsys):
     cfg = _config(tmp_path, tiny)
     assert main(["train", "--config", cfg, "--method", "capeformer", "--split", "1"]) == 0
     out = capsys.readouterr().out
-    assert "training split 1 with preset 'quick'" in out and "iterations=2" in out
+    assert "training split 1 with preset 'budget'" in out and "iterations=2" in out
     (model_dir,) = _model_dirs(tmp_path)
     meta = json.loads((model_dir / "meta.json").read_text())
     assert meta["iterations"] == 2 and meta["preset"]["input_size"] == 64 and meta["preset"]["backbone"] == "resnet18"
@@ -100,7 +100,8 @@ def test_head_sizes_reach_the_model_and_bad_ones_name_the_key(name):
     if method.info.reads_text:
         config = method.sized_head(config)
     assert all(getattr(config, k) == v for k, v in sizes.items())
-    assert method.preset.head == sizes  # part of the preset, so of the trained-model digest
+    # merged into the budget preset's own sizes; part of the preset, so of the trained-model digest
+    assert method.preset.head == {**cls.presets["budget"].head, **sizes}
     with pytest.raises(ValueError, match=f"methods.{name}.train.head.widht: not a field"):
         cls(train={"head": {"widht": 3}}).sized_head(config)
     with pytest.raises(ValueError, match=f"methods.{name}.train.head.{width}: expected an integer"):
