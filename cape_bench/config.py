@@ -42,6 +42,7 @@ class RunSection:
     gpus_per_cell: float = 0.0  # ray: GPUs each cell's task reserves (set 1 with device = "cuda")
     cell_resources: dict[str, Any] = field(default_factory=dict)  # ray: per method label, e.g. {capex = {gpus = 1}}
     cell_retries: int = 1  # ray: times a cell whose worker process died is submitted again
+    train_jobs: int = 1  # local, cpu: models trained at once before the grid evaluates (0 = one per core)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
@@ -50,14 +51,15 @@ class RunSection:
             raise ConfigError(f"run.name: {self.name!r} must be a plain folder name inside run.out_dir (no '/', '..')")
         if self.executor not in ("local", "ray"):
             raise ConfigError(f"run.executor: {self.executor!r}; use local or ray")
-        for key in ("feature_cache_mb", "cpus_per_cell", "gpus_per_cell", "cell_retries"):
+        for key in ("feature_cache_mb", "cpus_per_cell", "gpus_per_cell", "cell_retries", "train_jobs"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"run.{key}: {getattr(self, key)!r} must not be negative")
 
 
 # [run] keys that say where and how cells run, not what they compute: left out of the config hash, so a run
 # started locally can be resumed on a Ray cluster and the other way round
-EXECUTION_KEYS = ("executor", "ray_address", "cpus_per_cell", "gpus_per_cell", "cell_resources", "cell_retries")
+EXECUTION_KEYS = ("executor", "ray_address", "cpus_per_cell", "gpus_per_cell", "cell_resources", "cell_retries",
+                  "train_jobs")
 
 
 @dataclass(frozen=True)

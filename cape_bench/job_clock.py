@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
+
+from cape_bench.api import pending_training
+from cape_bench.configured import create_configured_method, make_context
 
 
 def clock_text(seconds: float) -> str:
@@ -89,3 +93,23 @@ class JobClock:
         eta = left_iterations * per_iteration + cells_left * self.eval_s / self.cells_done
         detail = f"{left_iterations:,} training iterations at {per_iteration:.2f} s, " if left_iterations else ""
         return line + f"; ≈ {clock_text(eta)} left ({detail}{cells_left} cells, at this job's pace so far)"
+
+
+def plan_job(cfg, ds, todo: list[tuple[str, int, int]], methods: dict[str, Any], log) -> JobClock:
+    """Ask each method of ``todo`` ((label, split, shots) cells) how much it trains before the grid runs, creating
+    the methods the runner's loop then uses (``methods``: label → method); log the plan. A method that cannot even
+    be created counts as no training: its cells fail later and say why."""
+    training: dict[tuple[str, int], tuple[int, str]] = {}
+    for name, split, shots in todo:
+        if (name, split) in training:
+            continue
+        try:
+            if name not in methods:
+                methods[name] = create_configured_method(cfg, name)
+            training[(name, split)] = pending_training(methods[name], make_context(cfg, name, ds, split, shots, log))
+        except Exception:  # noqa: BLE001 — the cell itself fails later, with the message
+            training[(name, split)] = (0, "")
+    clock = JobClock(len(todo), training)
+    if todo:
+        log(clock.plan_text())
+    return clock

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from cape_bench.api import pending_training, supports_instance_cache
+from cape_bench.api import supports_instance_cache
 from cape_bench.config import BenchConfig, ConfigError
 from cape_bench.configured import create_configured_method, make_context
 from cape_bench.data.mp100 import AnnotationError, AnnotationSet, load_annotation_set, load_descriptions, split_file
@@ -36,11 +36,12 @@ from cape_bench.environment import environment, git_state
 from cape_bench.episodes import EpisodeManifest, build_manifest
 from cape_bench.feature_cache import MB, FeatureCache, describe
 from cape_bench.images import CropSource, check_images
-from cape_bench.job_clock import JobClock
+from cape_bench.job_clock import plan_job
 from cape_bench.loops import CachedLoop, run_uncached
 from cape_bench.metrics.pck import METRIC_VERSION
 from cape_bench.predictions import predictions_frame
 from cape_bench.store import PROTOCOL_VERSION, RUN_FORMAT_VERSION, RunDir, write_frame, write_json
+from cape_bench.train_ahead import train_pending
 
 
 @dataclass
@@ -247,7 +248,10 @@ class Runner:
         finished = {(r["method"], r["split"], r["shots"]) for r in self.run.finished_cells()}
         outcomes: list[CellOutcome] = []
         methods: dict[str, Any] = {}
-        clock = self._job_clock(ds, [c for c in selected if c not in finished], methods) if mode == "run" else None
+        clock = None
+        if mode == "run":  # say what the job will do; train what it needs, several models at once where it pays
+            clock = plan_job(cfg, ds, [c for c in selected if c not in finished], methods, self.log)
+            train_pending(cfg, clock, self.log)
         for split in cfg.protocol.splits:
             if not any(c[1] == split for c in wanted):
                 continue
@@ -322,24 +326,6 @@ class Runner:
                         write_json(self.run.run_json, envelope)
         return outcomes
 
-    def _job_clock(self, ds: DatasetRef, todo: list[tuple[str, int, int]], methods: dict[str, Any]) -> JobClock:
-        """Ask each method how much it trains before the grid runs (creating the methods the loop then uses); say
-        the plan. A method that cannot even be created counts as no training: its cells fail and say why."""
-        training: dict[tuple[str, int], tuple[int, str]] = {}
-        for name, split, shots in todo:
-            if (name, split) in training:
-                continue
-            try:
-                if name not in methods:
-                    methods[name] = create_configured_method(self.cfg, name)
-                training[(name, split)] = pending_training(
-                    methods[name], make_context(self.cfg, name, ds, split, shots, self.log))
-            except Exception:  # noqa: BLE001 — the cell itself fails later, with the message
-                training[(name, split)] = (0, "")
-        clock = JobClock(len(todo), training)
-        if todo:
-            self.log(clock.plan_text())
-        return clock
 
     def _fail_cells(self, outcomes: list[CellOutcome], envelope: dict | None, wanted, split: int, shots_list,
                     err: Exception) -> None:

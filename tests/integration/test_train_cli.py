@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -124,3 +125,25 @@ def test_every_trainable_method_takes_preset_overrides(name):
     method = registry.load_method_class(name)(train={"iterations": 3, "lr": 2e-4})
     assert (method.preset.iterations, method.preset.lr, method.preset.name) == (3, 2e-4, "budget")
     assert method.trainable
+
+
+def test_run_trains_its_models_ahead_two_at_a_time_and_the_cells_reuse_them(tiny, tmp_path, capsys):
+    """`run.train_jobs = 2`: the job's two models train in two processes first; its cells only load them."""
+    from tests.helpers import TINY_TRAIN, toml_value
+
+    variant = toml_value({**TINY_TRAIN, "iterations": 3})
+    cfg = write_tiny_config(tmp_path / "bench.toml", tiny, runs=tmp_path / "runs", cache=tmp_path / "cache",
+                            methods=("capeformer", "capeformer-longer", "support-copy"), run_extra="train_jobs = 2",
+                            extra=f'[methods.capeformer-longer]\nmethod = "capeformer"\ntrain = {variant}\n'
+                                  'options = {backbone_weights = "random"}\n')
+    assert main(["run", "--config", str(cfg), "--name", "ahead", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "job: 3 cells; 2 models to train first, 5 iterations in all: capeformer, capeformer-longer" in out
+    assert re.search(r"training 2 models ahead, 2 at a time on \d+ threads? each", out)
+    assert "capeformer: split 1 trained in" in out and "capeformer-longer: split 1 trained in" in out
+    assert out.count("reusing the model trained earlier") == 2  # the cells trained nothing themselves
+    assert "job: 3/3 cells in" in out
+    assert len(_model_dirs(tmp_path)) == 2
+    # the same run again: nothing to train, nothing recomputed
+    assert main(["run", "--config", str(cfg), "--name", "ahead", "--quiet"]) == 0
+    assert "3 cells were finished earlier" in capsys.readouterr().out
