@@ -107,5 +107,8 @@ def _train_one(config: dict[str, Any], label: str, split: int, threads: int) -> 
     console = Console(soft_wrap=True, file=sys.stdout)
     cfg = _build(BenchConfig, config, "")
     t0 = time.perf_counter()
-    train_methods(cfg, [label], split, log=lambda message: console.print(f"{label}: {message}"))
+    def log(message: str) -> None:  # every line names its model: two workers share the terminal
+        console.print(message if message.startswith(label) else f"{label}: {message}")
+
+    train_methods(cfg, [label], split, log=log)
     return time.perf_counter() - t0
