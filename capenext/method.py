@@ -229,7 +229,7 @@ class CapeNext(TextMethod):
     inference_options = TextMethod.inference_options + ("wrong_class_name", "wrong_class_pool")
     head_key_prefixes = ("fusion_",)  # the preset's head sizes of the fusion module (FuseConfig fields)
 
-    def __init__(self, checkpoint: str = "", preset: str = "budget", backbone: str = "", batch_size: int = 0,
+    def __init__(self, checkpoint: str = "", preset: str = "", backbone: str = "", batch_size: int = 0,
                  text_encoder: str = "", train: Mapping[str, Any] | None = None, **options: Any) -> None:
         super().__init__(checkpoint=checkpoint, preset=preset, backbone=backbone, batch_size=batch_size,
                          text_encoder=text_encoder, train=train, **options)

@@ -236,7 +236,7 @@ class TextMethod(TorchMethod):
     text_scales: dict[str, float | str] = TEXT_SCALES
     inference_options: tuple[str, ...] = ("support_mask",)
 
-    def __init__(self, checkpoint: str = "", preset: str = "budget", backbone: str = "", batch_size: int = 0,
+    def __init__(self, checkpoint: str = "", preset: str = "", backbone: str = "", batch_size: int = 0,
                  text_encoder: str = "", train: Mapping[str, Any] | None = None, **options: Any) -> None:
         unknown = set(options) - set(self.training_options) - set(self.inference_options)
         if unknown:

@@ -41,7 +41,8 @@ class TorchMethod:
 
     Args:
         checkpoint: a trained checkpoint (ours: ``model.safetensors``; official: ``*.pth``).
-        preset: training preset name when no checkpoint is given.
+        preset: training preset name when no checkpoint is given (default ``budget`` where defined, else the
+            first of ``presets``).
         train: overrides of the preset's fields (``[methods.<name>.train]``, e.g. ``{iterations = 2000}``).
         backbone: backbone name (see ``baselines.common.backbones.available_backbones()``).
         batch_size: queries per forward pass.
@@ -55,8 +56,10 @@ class TorchMethod:
     trainable = True  # ``cape-bench train`` can train it
     pad_to: int | None = None  # keypoint slots in training batches (the lineage heads use the official 100)
 
-    def __init__(self, checkpoint: str = "", preset: str = "budget", backbone: str = "", batch_size: int = 0,
+    def __init__(self, checkpoint: str = "", preset: str = "", backbone: str = "", batch_size: int = 0,
                  train: Mapping[str, Any] | None = None, **options: Any) -> None:
+        # default: the budget preset where the method has one, else its first (a plug-in may define only its own)
+        preset = preset or ("budget" if "budget" in self.presets else next(iter(self.presets)))
         if preset not in self.presets:
             raise ValueError(f"{self.info.name}: unknown preset {preset!r}; choose from {', '.join(self.presets)}")
         self.preset = self.presets[preset].with_overrides(train or {}, where=f"methods.{self.info.name}.train")
