@@ -45,13 +45,13 @@ class JobClock:
     eval_s: float = 0.0  # the cells' time besides training
     _trained: set = field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        # a hook that names no model: its (label, split) is the model
+        self.training = {(m, s): (n, key or f"{m}:split{s}") for (m, s), (n, key) in self.training.items()}
+
     def _models(self) -> dict[str, int]:
-        """Model key → iterations, each model once (keys of cached models carry 0)."""
-        models: dict[str, int] = {}
-        for iterations, key in self.training.values():
-            if iterations:
-                models[key or repr(iterations)] = iterations
-        return models
+        """Model key → iterations, each model once (cached models left out)."""
+        return {key: iterations for iterations, key in self.training.values() if iterations}
 
     @property
     def total_iterations(self) -> int:
@@ -63,11 +63,12 @@ class JobClock:
         models = self._models()
         if not models:
             return text + "; no model to train (cached or none needed)"
+        several_splits = len({s for _, s in self.training}) > 1
         labels, seen = [], set()
         for (method, split), (iterations, key) in self.training.items():
             if iterations and key not in seen:
                 seen.add(key)
-                labels.append(f"{method} (split {split})" if len({s for _, s in self.training}) > 1 else method)
+                labels.append(f"{method} (split {split})" if several_splits else method)
         return (f"{text}; {len(models)} model{'s' if len(models) != 1 else ''} to train first, "
                 f"{self.total_iterations:,} iterations in all: {', '.join(labels)}")
 

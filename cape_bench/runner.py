@@ -326,7 +326,6 @@ class Runner:
                         write_json(self.run.run_json, envelope)
         return outcomes
 
-
     def _fail_cells(self, outcomes: list[CellOutcome], envelope: dict | None, wanted, split: int, shots_list,
                     err: Exception) -> None:
         """Record every wanted cell of ``split`` × ``shots_list`` as failed with ``err`` (the data, not a method, is

@@ -73,6 +73,7 @@ class TorchMethod:
         self.log = print
         self._provenance: dict[str, Any] = {}
         self._prepared_key: tuple | None = None
+        self._train_ann: tuple[tuple, AnnotationSet] | None = None  # (file stamps, annotations) of the last split
         self._model_version = 0
         # the crop size depends on the preset: the harness reads it from ``info`` to cut crops
         self.info = MethodInfo(**{**self.info.__dict__, "input_size": self.preset.input_size})
@@ -204,9 +205,7 @@ class TorchMethod:
         train_file = split_file(ctx.ann_dir, ctx.split, "train")
         if not ctx.image_root:
             raise FileNotFoundError(f"{self.info.name}: training needs images; no image root is configured")
-        texts = (load_descriptions(ctx.descriptions, ctx.text_variant, ctx.description_drop)
-                 if ctx.descriptions else None)
-        ann = load_annotation_set(train_file, descriptions=texts)
+        ann = self._training_annotations(train_file, ctx)
         ident = {
             "method": self.info.name, "preset": asdict(self.preset), "backbone": self.backbone_name,
             "train_file_sha256": ann.sha256, "train_shots": self.train_shots, "seed": ctx.seed,
@@ -218,6 +217,18 @@ class TorchMethod:
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
         folder = f"split{ctx.split}-{self.preset.name}-{digest}"
         return ann, ident, Path(ctx.cache_dir) / "models" / self.info.name / folder
+
+    def _training_annotations(self, train_file: Path, ctx: RunContext) -> AnnotationSet:
+        """The split's training annotations, read once for the job plan and the training that follows (again only
+        when the file, or the descriptions the texts come from, changed on disk)."""
+        sources = [train_file, *([Path(ctx.descriptions)] if ctx.descriptions else [])]
+        key = (tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in sources), ctx.text_variant,
+               repr(ctx.description_drop))
+        if self._train_ann is None or self._train_ann[0] != key:
+            texts = (load_descriptions(ctx.descriptions, ctx.text_variant, ctx.description_drop)
+                     if ctx.descriptions else None)
+            self._train_ann = (key, load_annotation_set(train_file, descriptions=texts))
+        return self._train_ann[1]
 
     def _train_or_reuse(self, ctx: RunContext) -> dict:
         ann, ident, out_dir = self._training_job(ctx)
