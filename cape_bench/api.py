@@ -198,18 +198,26 @@ class InstanceCachedMethod(Method, Protocol):
     3. per episode ``encode_support_cached(support, feats)``; per group of episodes of one category
        ``predict_cached(states, queries, feats, episode)``. Views given to these two carry no crops.
 
+    Optional: ``stage_fingerprint(stage) -> str | None``. A stage whose arrays depend on nothing but the crop
+    and a fixed computation (a frozen pretrained backbone) may name that computation: a digest of the weights,
+    the input size, the resizing. Stages of different methods with equal fingerprints share one cache entry per
+    instance, so a run whose five methods sit on the same frozen backbone computes its features once. None (or
+    no such member): the stage is this model's own.
+
     Optional: ``support_state_key(state) -> Hashable | None``. Two episodes whose states have equal keys give
     every query the same prediction (CapeX and CapeNext: the support is the category's texts and a keypoint
     mask, so the ~30 episodes a query appears in collapse to its few distinct masks); the harness then runs the
     head once per distinct (query, key) pair. None, or no such member: every episode is distinct.
     """
 
-    def instance_stages(self) -> dict[str, str]:
-        """Role (``"support"`` / ``"query"``) → the name of the per-instance stage that role needs.
+    def instance_stages(self) -> dict[str, str | tuple[str, ...]]:
+        """Role (``"support"`` / ``"query"``) → the name of the per-instance stage that role needs, or a tuple of
+        stage names whose arrays the role gets merged (array names must differ between them).
 
         Roles that share a stage name share cached features (e.g. one backbone for support and query:
         ``{"support": "image", "query": "image"}``); a role left out needs no per-instance work (CapeX reads no
-        support pixels: ``{"query": "image"}``), and its view then has no crops at all.
+        support pixels: ``{"query": "image"}``), and its view then has no crops at all. Several stages keep a
+        shareable part apart from a method's own (CapeNext: ``{"query": ("image", "image_token")}``).
         """
 
     def instance_cache_identity(self) -> str:
@@ -247,6 +255,11 @@ def supports_instance_cache(method: Any) -> bool:
         raise ValueError(f"{getattr(getattr(method, 'info', None), 'name', method)}: instance_stages() names unknown "
                          f"role(s) {sorted(unknown)}; roles are {', '.join(ROLES)}")
     return bool(stages)
+
+
+def role_stages(stages: dict[str, str | tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """``instance_stages()`` with every role's stages as a tuple of names."""
+    return {role: (names,) if isinstance(names, str) else tuple(names) for role, names in stages.items()}
 
 
 class RandomInitMethod(Method, Protocol):

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from cape_bench.api import role_stages
 from cape_bench.data.mp100 import AnnotationSet
 from cape_bench.episodes import EpisodeManifest
 from cape_bench.feature_cache import MB, FeatureCache
@@ -92,15 +93,20 @@ class CachedLoop:
     """Per-instance stages once per distinct instance (cached), then a category's episodes in groups.
 
     Cache keys are ``(label, method identity, split, stage, ann_id)``: entries of another split or of an earlier
-    model of this label are dropped first; those of this split survive into the next shots cell.
+    model of this label are dropped first; those of this split survive into the next shots cell. A stage with a
+    ``stage_fingerprint`` is keyed ``("*", fingerprint, split, "shared", ann_id)`` instead: any method of the run
+    whose stage has the same fingerprint (the same frozen backbone at the same input) reuses those arrays.
     """
 
     def __init__(self, method, name: str, ann: AnnotationSet, manifest: EpisodeManifest, crops,
                  cache: FeatureCache, split: int) -> None:
         self.method, self.name, self.ann, self.manifest, self.crops, self.cache = method, name, ann, manifest, crops, cache
         self.split = split
-        self.stages = dict(method.instance_stages())
+        self.stages = role_stages(method.instance_stages())
         self.identity = str(method.instance_cache_identity())
+        fingerprint = getattr(method, "stage_fingerprint", None)
+        self.fingerprints = {stage: str(fp) for names in self.stages.values() for stage in names
+                             if fingerprint is not None and (fp := fingerprint(stage))}
         cache.discard_where(lambda k: k[0] == name and (k[1] != self.identity or k[2] != split))
         cache.discard_where(lambda k: k[2] != split)  # one split at a time across methods too
         self.before = cache.stats.as_dict()
@@ -110,7 +116,17 @@ class CachedLoop:
         self.pairs_computed = 0
 
     def key(self, stage: str, obj: int) -> tuple:
-        return (self.name, self.identity, self.split, stage, int(self.ann.instances[obj].ann_id))
+        ann_id = int(self.ann.instances[obj].ann_id)
+        if stage in self.fingerprints:
+            return ("*", self.fingerprints[stage], self.split, "shared", ann_id)
+        return (self.name, self.identity, self.split, stage, ann_id)
+
+    def role_features(self, role: str, objs) -> dict[str, np.ndarray]:
+        """The cached arrays of ``role``'s stages for ``objs``, stacked and merged (``{}`` for a role without)."""
+        out: dict[str, np.ndarray] = {}
+        for stage in self.stages.get(role, ()):
+            out.update(self.cache.get_many([self.key(stage, o) for o in objs]))
+        return out
 
     def run(self, advance: Callable[[], None]) -> tuple[list[np.ndarray], dict[str, float], dict[str, Any]]:
         """Predictions per pair, seconds per phase, and the cell's feature-cache record."""
@@ -131,10 +147,11 @@ class CachedLoop:
         """Step 1: the group's per-instance stages, once per distinct instance not yet cached, in batches."""
         manifest, instances = self.manifest, self.ann.instances
         need: dict[str, set[int]] = {}
-        for role, stage in self.stages.items():
-            ids = need.setdefault(stage, set())
+        for role, names in self.stages.items():
             for _, sl in group:
-                ids.update((manifest.support_obj[sl.start] if role == "support" else manifest.query_obj[sl]).tolist())
+                objs = (manifest.support_obj[sl.start] if role == "support" else manifest.query_obj[sl]).tolist()
+                for stage in names:
+                    need.setdefault(stage, set()).update(objs)
         for stage, ids in need.items():
             missing = [o for o in sorted(ids) if not self.cache.probe(self.key(stage, o))]
             for start in range(0, len(missing), self.batch):
@@ -159,7 +176,7 @@ class CachedLoop:
 
         Returns the distinct ``(first episode, state)`` pairs and, per episode of ``group``, its state's index.
         """
-        manifest, stages = self.manifest, self.stages
+        manifest = self.manifest
         state_keys = getattr(self.method, "support_state_key", None)  # optional: equal keys → equal predictions
         states: list[tuple[int, Any]] = []
         state_index: dict[tuple, int] = {}
@@ -168,7 +185,7 @@ class CachedLoop:
             t = time.perf_counter()
             sup_ids = manifest.support_obj[sl.start]
             support = self.ann.view(sup_ids)
-            s_feats = self.cache.get_many([self.key(stages["support"], o) for o in sup_ids]) if "support" in stages else {}
+            s_feats = self.role_features("support", sup_ids)
             t1 = time.perf_counter()
             state = self.method.encode_support_cached(support, s_feats)
             self.timings["data_s"] += t1 - t
@@ -182,7 +199,7 @@ class CachedLoop:
 
     def predict_pairs(self, group, states, state_of_episode) -> list[np.ndarray]:
         """Step 3: each distinct (query, support state) pair once, in batches; per episode its queries' rows."""
-        manifest, stages = self.manifest, self.stages
+        manifest = self.manifest
         row_of: dict[tuple[int, int], int] = {}
         rows_q: list[int] = []
         rows_state: list[int] = []
@@ -206,7 +223,7 @@ class CachedLoop:
             local = {s: j for j, s in enumerate(used)}
             owner = np.asarray([local[s] for s in rows_state[start : start + self.batch]], dtype=np.int64)
             queries = self.ann.view(q_ids, with_ground_truth=self.method.info.reads_query_ground_truth)
-            q_feats = self.cache.get_many([self.key(stages["query"], o) for o in q_ids]) if "query" in stages else {}
+            q_feats = self.role_features("query", q_ids)
             t1 = time.perf_counter()
             out = np.asarray(self.method.predict_cached([states[s][1] for s in used], queries, q_feats, owner))
             t2 = time.perf_counter()
@@ -227,7 +244,8 @@ class CachedLoop:
         lookups = delta["hits_memory"] + delta["hits_disk"] + delta["misses"]
         return {
             "used": True,
-            "stages": self.stages,
+            "stages": {role: list(names) for role, names in self.stages.items()},
+            "shared_stages": dict(self.fingerprints),  # stage → fingerprint: arrays any method of the run may reuse
             "limit_mb": self.cache.max_bytes / MB,
             "instances_computed": self.instances_computed,
             "pairs_computed": self.pairs_computed,  # distinct (query, support state) pairs the head ran on

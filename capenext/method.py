@@ -154,6 +154,8 @@ class _DeviceImageEmbedder:
             module = getattr(embedder, attr, None)
             if isinstance(module, nn.Module):
                 module.to(device)
+                if str(device) == "cpu":  # as TorchMethod.prepare: convolutions run faster channels-last on CPU
+                    module.to(memory_format=torch.channels_last)
         if isinstance(getattr(embedder, "proj", None), torch.Tensor):
             embedder.proj = embedder.proj.to(device)
 
@@ -389,12 +391,15 @@ class CapeNext(TextMethod):
         return self.keypoint_head.predict(feats, refined, state.mask.expand(q, -1), skeleton=state.skeleton)
 
     # ------------------------------------------------------------------ per-instance stages
+    def instance_stages(self) -> dict[str, str | tuple[str, ...]]:
+        """The query's backbone features (stage ``image``, CapeX's: shared with the methods on the same frozen
+        backbone) and, with the image branch, its ``e_img`` (stage ``image_token``, the frozen image tower)."""
+        return {"query": ("image", "image_token") if self.use_query_image else "image"}
+
     def stage_features(self, stage: str, crops: torch.Tensor, view: InstanceView) -> dict[str, torch.Tensor]:
-        """Query backbone features and, with the image branch, ``e_img`` (the frozen image tower)."""
-        out = {"feat": self.model.features(crops)}
-        if self.use_query_image:
-            out["e_img"] = self.model.image_embeddings(crops)
-        return out
+        if stage == "image_token":
+            return {"e_img": self.model.image_embeddings(crops)}
+        return {"feat": self.model.features(crops)}
 
     def predict_normalized_cached(self, states: list[TextSupportState], feats: dict[str, torch.Tensor],
                                   queries: InstanceView, episode: torch.Tensor) -> torch.Tensor:

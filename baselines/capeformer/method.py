@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from baselines.common.backbones import build_backbone
+from baselines.common.backbones import FEATURES_AT, build_backbone, features_at
 from baselines.common.budget import LINEAGE_BUDGET
 from baselines.common.plugin import TorchMethod
 from baselines.common.support_tokens import pool_support_tokens
@@ -48,11 +48,7 @@ class LineageImageModel(nn.Module):
         self.feature_size = feature_size
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        feats = self.backbone(images)
-        if feats.shape[-1] != self.feature_size:
-            feats = nn.functional.interpolate(feats, size=(self.feature_size, self.feature_size), mode="bilinear",
-                                              align_corners=False)
-        return feats
+        return features_at(self.backbone, images, self.feature_size)
 
     def training_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         shots = batch["img_s"].shape[1]
@@ -121,6 +117,9 @@ class LineageImageMethod(TorchMethod):
 
     def stage_features(self, stage, crops, view):
         return {"feat": self.model.features(crops)}
+
+    def shared_stage(self, stage):
+        return FEATURES_AT.format(size=self.model.feature_size), self.model.backbone
 
     def support_state_cached(self, feats, kpts_norm, visible, support):
         return self._support_from_features(feats["feat"], kpts_norm, visible, support)

@@ -38,7 +38,7 @@ from torch import nn
 
 from baselines.capex.model import CapeXConfig, CapeXHead, joint_text_embeddings
 from baselines.common import text_encoders as te
-from baselines.common.backbones import build_backbone
+from baselines.common.backbones import FEATURES_AT, build_backbone, features_at
 from baselines.common.budget import LINEAGE_BUDGET
 from baselines.common.plugin import TorchMethod
 from baselines.common.trainer import Preset
@@ -141,11 +141,7 @@ class TextPoseModel(nn.Module):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """float32[B, 3, S, S] ImageNet-normalised crops → float32[B, C, h, w] query features."""
-        feats = self.backbone(images)
-        size = self.feature_size
-        if size and feats.shape[-1] != size:
-            feats = nn.functional.interpolate(feats, size=(size, size), mode="bilinear", align_corners=False)
-        return feats
+        return features_at(self.backbone, images, self.feature_size)
 
     def joint_embeddings(self, descriptions, mask: torch.Tensor) -> torch.Tensor:
         """``e_joint`` float32[B, K, D] on ``mask``'s device (official ``extract_text_features``), × ``text_scale``.
@@ -361,6 +357,10 @@ class TextMethod(TorchMethod):
 
     def stage_features(self, stage: str, crops: torch.Tensor, view: InstanceView) -> dict[str, torch.Tensor]:
         return {"feat": self.model.features(crops)}
+
+    def shared_stage(self, stage: str) -> tuple[str, nn.Module] | None:
+        """The query features are the backbone's alone: shared with every method on the same frozen backbone."""
+        return (FEATURES_AT.format(size=self.model.feature_size), self.model.backbone) if stage == "image" else None
 
     def support_state_cached(self, feats, kpts_norm, visible, support: InstanceView) -> TextSupportState:
         return self.support_state(None, kpts_norm, visible, support)

@@ -41,10 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from baselines.common.backbones import build_backbone
+from baselines.common.backbones import FEATURES_AT, build_backbone, features_at
 from baselines.common.convert import load_official_pomnet
 from baselines.common.heatmaps import keypoints_from_heatmaps_crop
 from baselines.common.plugin import TorchMethod
@@ -112,19 +111,13 @@ class POMNetModel(nn.Module):
         self.head = head
         self.feature_size = feature_size
 
-    def _resize(self, feats: torch.Tensor) -> torch.Tensor:
-        if feats.shape[-1] != self.feature_size or feats.shape[-2] != self.feature_size:
-            feats = F.interpolate(feats, size=(self.feature_size, self.feature_size), mode="bilinear",
-                                  align_corners=False)
-        return feats
-
     def query_features(self, images: torch.Tensor) -> torch.Tensor:
         """float32[B, 3, S, S] -> float32[B, C, S/32, S/32] (``encoder_query``)."""
-        return self._resize(self.backbone.query(images))
+        return features_at(self.backbone.query, images, self.feature_size)
 
     def support_features(self, images: torch.Tensor) -> torch.Tensor:
         """float32[B, 3, S, S] -> float32[B, C, S/32, S/32] (``encoder_sample``)."""
-        return self._resize(self.backbone.support_encoder()(images))
+        return features_at(self.backbone.support_encoder(), images, self.feature_size)
 
     def training_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         """Official ``TransformerPose.forward_train`` + ``TransformerHead.get_loss``.
@@ -234,6 +227,12 @@ class POMNet(TorchMethod):
         if self.shared_backbone:
             return {"support": "image", "query": "image"}
         return {"support": "support_image", "query": "query_image"}
+
+    def shared_stage(self, stage: str) -> tuple[str, nn.Module]:
+        """Every stage is one encoder's :func:`features_at` (the frozen shared one of the budget preset is the same
+        network as the lineage methods')."""
+        encoder = self.model.backbone.support_encoder() if stage == "support_image" else self.model.backbone.query
+        return FEATURES_AT.format(size=self.model.feature_size), encoder
 
     def stage_features(self, stage: str, crops: torch.Tensor, view: InstanceView) -> dict[str, torch.Tensor]:
         """``encoder_query`` (stages ``image`` and ``query_image``) or ``encoder_sample`` (``support_image``)."""

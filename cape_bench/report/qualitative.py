@@ -128,6 +128,7 @@ def _run_examples(run: RunData, colors: dict[str, str], examples: list[dict], no
         room -= len(cand.pairs)
     skipped_categories = len(candidates) - len(chosen)
     annotations: dict[int, dict] = {}
+    predictions: dict[tuple[int, int], dict] = {}  # (split, shots) → method → its rows of the chosen pairs
     budget_hit = False
     for cand in chosen:
         if used >= IMAGE_BUDGET_BYTES:
@@ -155,10 +156,14 @@ def _run_examples(run: RunData, colors: dict[str, str], examples: list[dict], no
         if cand.shots not in data["episodes"]:
             data["episodes"][cand.shots] = pd.read_csv(rd.episodes(cand.split, subset, cand.shots)).set_index("pair")
         episodes = data["episodes"][cand.shots]
-        methods = [m for m in run.methods() if run.cell(m, cand.split, cand.shots)]
-        pairs = [p for _, p, _ in cand.pairs]
-        preds = {m: pd.read_parquet(rd.predictions(m, cand.split, cand.shots), filters=[("pair", "in", pairs)])
-                 for m in methods}
+        cell = (cand.split, cand.shots)
+        if cell not in predictions:  # each method's predictions of the cell read once, for all its examples
+            methods = [m for m in run.methods() if run.cell(m, *cell)]
+            wanted = [p for c in chosen if (c.split, c.shots) == cell for _, p, _ in c.pairs]
+            predictions[cell] = {m: pd.read_parquet(rd.predictions(m, *cell), filters=[("pair", "in", wanted)])
+                                 for m in methods}
+        preds = {m: frame[frame["pair"].isin([p for _, p, _ in cand.pairs])]
+                 for m, frame in predictions[cell].items()}
         category = data["ann"].categories[cand.category_id]
         for kind, pair, mean_pck in cand.pairs:
             row = episodes.loc[pair]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from cape_bench import registry
-from cape_bench.api import RunContext, supports_instance_cache
+from cape_bench.api import RunContext, role_stages, supports_instance_cache
 from cape_bench.feature_cache import MB, FeatureCache
 from tests.helpers import write_tiny_mp100
 
@@ -265,7 +265,7 @@ def test_predict_cached_equals_the_per_pair_path(name, tiny, tmp_path, monkeypat
 
     method, ann = _prepared(name, tiny, tmp_path, monkeypatch)
     assert supports_instance_cache(method)
-    stages = method.instance_stages()
+    stages = role_stages(method.instance_stages())
     crops = CropSource(tiny / "images", method.info.input_size)
     objs = list(ann.cat2obj[2])
     episodes = [(objs[0:2], objs[2:6]), (objs[6:8], objs[8:11])]  # (supports, queries), 2-shot
@@ -296,8 +296,8 @@ def test_predict_cached_equals_the_per_pair_path(name, tiny, tmp_path, monkeypat
     def feats(role, ids):
         if role not in stages:
             return {}
-        out = method.instance_features(view(ids, gt=False), stages[role])
-        return {k: v.cpu().numpy() for k, v in out.items()}
+        return {k: v.cpu().numpy() for stage in stages[role]
+                for k, v in method.instance_features(view(ids, gt=False), stage).items()}
 
     states = [method.encode_support_cached(view(s, with_crops=False), feats("support", s)) for s, _ in episodes]
     q_ids = [q for _, qs in episodes for q in qs]

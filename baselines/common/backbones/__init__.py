@@ -42,8 +42,10 @@ from baselines.common.backbones.info import (  # noqa: F401
     BackboneInfo,
 )
 from baselines.common.backbones.module import (  # noqa: F401
+    FEATURES_AT,
     FeatureBackbone,
     _renormalize_affine,
+    features_at,
 )
 from baselines.common.backbones.specs import (  # noqa: F401
     BACKBONE_SPECS,

@@ -14,6 +14,24 @@ from baselines.common.backbones.specs import IMAGENET_MEAN, IMAGENET_STD
 # Module
 
 
+def features_at(backbone: nn.Module, images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """``backbone(images)`` bilinearly resized (align_corners False) to ``size`` × ``size`` cells, or kept as it is
+    when ``size`` is None / 0 or already met: the query (and support) features of every CAPE head here.
+
+    Args:
+        backbone: image float32[B, 3, S, S] → float32[B, C, h, w].
+        images: ImageNet-normalised crops float32[B, 3, S, S].
+        size: side of the feature map the head expects.
+    """
+    feats = backbone(images)
+    if size and tuple(feats.shape[-2:]) != (size, size):
+        feats = F.interpolate(feats, size=(size, size), mode="bilinear", align_corners=False)
+    return feats
+
+#: what :func:`features_at` computes, for :meth:`baselines.common.plugin.TorchMethod.shared_stage` recipes
+FEATURES_AT = "feat = features_at(backbone, crop, {size})"
+
+
 class FeatureBackbone(nn.Module):
     """A timm model behind a uniform ``image -> NCHW feature map`` forward.
 
