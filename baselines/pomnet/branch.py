@@ -84,6 +84,31 @@ class RelationModel(nn.Module):
         feature = torch.cat((memory, token[:, :, None, None].expand_as(memory)), dim=1)
         return self.conv(feature, groups)
 
+    def forward_shared_memory(self, tokens: Tensor, memory: Tensor) -> Tensor:
+        """:meth:`forward` in eval mode for every keypoint token of each query at once, without repeating the memory.
+
+        The 3×3 conv over ``concat(memory, token broadcast)`` is linear, so it splits into the memory half, run
+        once per query instead of once per keypoint, plus the token half: on a constant map with zero padding, a
+        per-cell matrix (the sum of the taps that land inside the map) times the token. Equal to :meth:`forward`
+        up to float rounding; training keeps :meth:`forward` (its batch statistics are per keypoint).
+
+        Args:
+            tokens: float32[Kc, B, E] keypoint tokens, keypoint-major.
+            memory: float32[B, E, h, w] encoder memory of the B queries.
+
+        Returns:
+            float32[Kc * B, E, h, w], laid out as :meth:`forward` of the keypoint-major broadcast.
+        """
+        kc, b, e = tokens.shape
+        h, w = memory.shape[-2:]
+        weight = self.conv.conv.weight  # [Eout, 2E, 3, 3]: memory channels first, then the token's
+        from_memory = F.conv2d(memory, weight[:, :e], padding=1)  # [B, Eout, h, w]
+        taps_inside = F.unfold(memory.new_ones(1, 1, h, w), 3, padding=1)[0]  # [9, h*w]: tap t lands in the map
+        per_cell = torch.einsum("oit,tp->ipo", weight[:, e:].flatten(2), taps_inside)  # [E, h*w, Eout]
+        from_token = (tokens.reshape(kc * b, e) @ per_cell.reshape(e, -1)).view(kc, b, h, w, -1)  # one matmul
+        out = (from_token.permute(0, 1, 4, 2, 3) + from_memory.unsqueeze(0)).reshape(kc * b, -1, h, w)
+        return F.relu(self.conv.bn(out), inplace=True)
+
 
 def _deconv_padding(kernel: int) -> tuple[int, int]:
     """(padding, output_padding) of ``TopdownHeatmapBaseHead._get_deconv_cfg``."""

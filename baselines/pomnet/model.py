@@ -171,8 +171,11 @@ class TransformerHead(nn.Module):
         for k0 in range(0, K, chunk):
             tok = out_dec[:, k0:k0 + chunk].transpose(0, 1)  # [Kc, B, E], keypoint-major
             kc = tok.shape[0]
-            mem = memory.unsqueeze(0).expand(kc, *memory.shape).reshape(kc * B, *memory.shape[1:])
-            feat = self.relation_model(tok.reshape(kc * B, E), mem, groups=kc)
+            if self.training:  # per-keypoint batch statistics: the official broadcast, memory repeated per keypoint
+                mem = memory.unsqueeze(0).expand(kc, *memory.shape).reshape(kc * B, *memory.shape[1:])
+                feat = self.relation_model(tok.reshape(kc * B, E), mem, groups=kc)
+            else:
+                feat = self.relation_model.forward_shared_memory(tok, memory)
             for layer in self.deconv_layers:
                 feat = layer(feat, kc) if isinstance(layer, KeypointBatchNorm2d) else layer(feat)
             hm = self.final_layer(feat)  # [Kc*B, 1, H, W]

@@ -20,6 +20,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from baselines.common.heatmaps import keypoints_from_heatmaps  # noqa: E402
+from baselines.pomnet.branch import RelationModel  # noqa: E402
 from baselines.pomnet.model import (  # noqa: E402
     POMNetHeadConfig,
     TransformerHead,
@@ -259,3 +260,15 @@ def test_config_defaults_are_official() -> None:
     assert (cfg.in_channels, cfg.embed_dims, cfg.num_heads, cfg.feedforward_channels) == (2048, 256, 8, 2048)
     assert (cfg.num_encoder_layers, cfg.num_decoder_layers, cfg.dropout, cfg.num_feats) == (3, 3, 0.1, 128)
     assert cfg.num_deconv_filters == (256, 256, 256) and cfg.num_deconv_kernels == (4, 4, 4)
+
+
+def test_relation_split_equals_the_broadcast_conv() -> None:
+    """Eval's relation conv, memory half once per query + token half per cell, equals the official broadcast."""
+    torch.manual_seed(0)
+    relation = RelationModel(2 * 16, 16)
+    relation.conv.bn.running_mean.normal_()
+    relation.conv.bn.running_var.uniform_(0.5, 2.0)
+    relation.eval()
+    tokens, memory = torch.randn(3, 2, 16), torch.randn(2, 16, 4, 5)  # 3 keypoints, 2 queries, a 4×5 map
+    broadcast = relation(tokens.reshape(6, 16), memory.unsqueeze(0).expand(3, -1, -1, -1, -1).reshape(6, 16, 4, 5))
+    torch.testing.assert_close(relation.forward_shared_memory(tokens, memory), broadcast, rtol=1e-5, atol=1e-5)
