@@ -56,6 +56,7 @@ from torch import nn
 from baselines.capex.method import TextMethod, TextPoseModel, TextSupportState
 from baselines.common import text_encoders as te
 from baselines.common.budget import LINEAGE_BUDGET, LINEAGE_HEAD
+from baselines.common.plugin import to_inference_device
 from baselines.common.trainer import Preset
 from cape_bench.api import InstanceView, MethodInfo, RunContext
 from cape_bench.data.mp100 import split_file
@@ -153,9 +154,7 @@ class _DeviceImageEmbedder:
         for attr in ("model", "features"):  # ClipImageEmbedder.model / MobileNetImageEmbedder.features
             module = getattr(embedder, attr, None)
             if isinstance(module, nn.Module):
-                module.to(device)
-                if str(device) == "cpu":  # as TorchMethod.prepare: convolutions run faster channels-last on CPU
-                    module.to(memory_format=torch.channels_last)
+                to_inference_device(module, device)
         if isinstance(getattr(embedder, "proj", None), torch.Tensor):
             embedder.proj = embedder.proj.to(device)
 

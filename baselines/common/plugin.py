@@ -43,6 +43,15 @@ def module_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def to_inference_device(module: torch.nn.Module, device) -> torch.nn.Module:
+    """``module`` moved to ``device``, channels-last on CPU: its convolutions run 1.5–3x faster so here
+    (docs/results.md, "The second (cached) default run"). Returns the module."""
+    module.to(device)
+    if str(device) == "cpu":
+        module.to(memory_format=torch.channels_last)
+    return module
+
+
 class TorchMethod:
     """Base class of the PyTorch methods.
 
@@ -198,9 +207,7 @@ class TorchMethod:
                 self._provenance = {"checkpoint": str(path), **self.load_official_checkpoint(path)}
         else:
             self._provenance = self._train_or_reuse(ctx)
-        self.model.to(self.device).eval()
-        if str(self.device) == "cpu":  # the convolutions run 1.3–2x faster channels-last here (docs/results.md)
-            self.model.to(memory_format=torch.channels_last)
+        to_inference_device(self.model, self.device).eval()
         self._prepared_key = key
         self._model_version += 1  # cached per-instance features of an earlier model are stale now
 
