@@ -121,8 +121,29 @@ def _deconv_padding(kernel: int) -> tuple[int, int]:
     raise ValueError(f"unsupported deconv kernel {kernel}")
 
 
-def make_deconv_layers(cfg: POMNetHeadConfig) -> nn.Sequential:
-    """[ConvTranspose2d(no bias), BN, ReLU] × n, official indices ``0,1,2, 3,4,5, ...``."""
+class DeconvLayers(nn.Sequential):
+    """[ConvTranspose2d(no bias), BN, ReLU] × n, official indices ``0,1,2, 3,4,5, ...`` (its state-dict keys).
+
+    In eval mode each BatchNorm is folded into its deconvolution (scale on the output channels of the weight,
+    shift as its bias): the same affine map up to float rounding, one pass over each upsampled map fewer (the
+    branch runs on every (query, keypoint) pair, so this is most of what POMNet's head costs at eval).
+    """
+
+    def forward(self, x: Tensor, groups: int = 1) -> Tensor:  # type: ignore[override]
+        """float32[G*B, C, h, w] -> float32[G*B, C', h * 2^n, w * 2^n]; ``groups``: keypoint groups (training)."""
+        for deconv, bn, _ in zip(self[0::3], self[1::3], self[2::3], strict=True):
+            if self.training or not bn.track_running_stats:
+                x = F.relu(bn(deconv(x), groups), inplace=True)
+                continue
+            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+            x = F.conv_transpose2d(x, deconv.weight * scale[None, :, None, None], bn.bias - bn.running_mean * scale,
+                                   deconv.stride, deconv.padding, deconv.output_padding)
+            x = F.relu(x, inplace=True)
+        return x
+
+
+def make_deconv_layers(cfg: POMNetHeadConfig) -> DeconvLayers:
+    """The branch's deconvolutions, :class:`DeconvLayers` of ``cfg.num_deconv_filters/kernels``."""
     layers: list[nn.Module] = []
     in_ch = cfg.embed_dims
     for planes, kernel in zip(cfg.num_deconv_filters, cfg.num_deconv_kernels):
@@ -134,4 +155,4 @@ def make_deconv_layers(cfg: POMNetHeadConfig) -> nn.Sequential:
             nn.ReLU(inplace=True),
         ]
         in_ch = planes
-    return nn.Sequential(*layers)
+    return DeconvLayers(*layers)

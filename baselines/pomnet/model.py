@@ -23,7 +23,7 @@ Deliberate deviations from the released code (none changes an output in eval mod
 * the per-keypoint relation/deconv branch runs keypoints in chunks (``max_maps_per_chunk``)
   instead of a Python loop over single keypoints. In training mode the batch norms still use one
   set of batch statistics per keypoint and update their running statistics once per keypoint in
-  keypoint order (:class:`KeypointBatchNorm2d`), exactly as the loop does;
+  keypoint order (:class:`~baselines.pomnet.branch.KeypointBatchNorm2d`), exactly as the loop does;
 * ``forward(..., num_keypoints=n)`` (and the default of :func:`pomnet_predict`) runs only the
   first ``n`` slots — a category's real keypoints — instead of all padded slots. Padded slots are
   masked keys in the decoder self-attention and the relation branch is per keypoint, so the real
@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from baselines.common.heatmaps import keypoints_from_heatmaps, keypoints_from_heatmaps_crop
 from baselines.common.positional import sine_grid_embedding
-from baselines.pomnet.branch import KeypointBatchNorm2d, RelationModel, make_deconv_layers
+from baselines.pomnet.branch import RelationModel, make_deconv_layers
 from baselines.pomnet.config import MAX_KEYPOINTS, POMNetHeadConfig  # noqa: F401  (the model's public names)
 from baselines.pomnet.transformer import PomnetTransformer
 
@@ -176,8 +176,7 @@ class TransformerHead(nn.Module):
                 feat = self.relation_model(tok.reshape(kc * B, E), mem, groups=kc)
             else:
                 feat = self.relation_model.forward_shared_memory(tok, memory)
-            for layer in self.deconv_layers:
-                feat = layer(feat, kc) if isinstance(layer, KeypointBatchNorm2d) else layer(feat)
+            feat = self.deconv_layers(feat, kc)
             hm = self.final_layer(feat)  # [Kc*B, 1, H, W]
             maps.append(hm.view(kc, B, *hm.shape[-2:]).transpose(0, 1))
         return torch.cat(maps, dim=1)

@@ -20,7 +20,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from baselines.common.heatmaps import keypoints_from_heatmaps  # noqa: E402
-from baselines.pomnet.branch import RelationModel  # noqa: E402
+from baselines.pomnet.branch import RelationModel, make_deconv_layers  # noqa: E402
 from baselines.pomnet.model import (  # noqa: E402
     POMNetHeadConfig,
     TransformerHead,
@@ -272,3 +272,21 @@ def test_relation_split_equals_the_broadcast_conv() -> None:
     tokens, memory = torch.randn(3, 2, 16), torch.randn(2, 16, 4, 5)  # 3 keypoints, 2 queries, a 4×5 map
     broadcast = relation(tokens.reshape(6, 16), memory.unsqueeze(0).expand(3, -1, -1, -1, -1).reshape(6, 16, 4, 5))
     torch.testing.assert_close(relation.forward_shared_memory(tokens, memory), broadcast, rtol=1e-5, atol=1e-5)
+
+
+def test_eval_deconvolutions_fold_their_batchnorm_exactly() -> None:
+    """Eval's deconvolutions with BatchNorm folded in equal deconv → BN → ReLU, layer by layer as the official head."""
+    torch.manual_seed(0)
+    layers = make_deconv_layers(POMNetHeadConfig(in_channels=8, embed_dims=16, num_heads=4,
+                                                 num_deconv_filters=(8, 8), num_deconv_kernels=(4, 3)))
+    for bn in layers[1::3]:
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 2.0)
+        bn.bias.data.normal_()
+    layers.eval()
+    x = torch.randn(6, 16, 4, 5)
+    unfolded = x
+    for module in layers:
+        unfolded = module(unfolded)
+    torch.testing.assert_close(layers(x), unfolded, rtol=1e-5, atol=1e-5)
