@@ -32,6 +32,9 @@ from cape_bench.images import normalize_crops
 
 TRAINING_CODE_VERSION = "train-2"  # bump when training semantics change (invalidates cached models)
 
+#: training annotations by (file stamps, text variant, description drop), shared by every method of the process
+_TRAINING_ANNOTATIONS: dict[tuple, AnnotationSet] = {}
+
 
 def module_digest(module: torch.nn.Module) -> str:
     """sha256 (16 hex digits) of a module's architecture (its repr) and of every weight and buffer, by name."""
@@ -64,7 +67,7 @@ class TorchMethod:
             first of ``presets``).
         train: overrides of the preset's fields (``[methods.<name>.train]``, e.g. ``{iterations = 2000}``).
         backbone: backbone name (see ``baselines.common.backbones.available_backbones()``).
-        batch_size: queries per forward pass.
+        batch_size: queries per forward pass, and instances per backbone pass (default 64).
         **options: method-specific options (``[methods.<name>.options]``).
     """
 
@@ -85,14 +88,13 @@ class TorchMethod:
         self.preset_overrides = dict(train or {})
         self.checkpoint = checkpoint
         self.backbone_name = backbone or self.preset.backbone
-        self.batch_size = batch_size or 32
+        self.batch_size = batch_size or 64
         self.options = options
         self.model: torch.nn.Module | None = None
         self.device = "cpu"
         self.log = print
         self._provenance: dict[str, Any] = {}
         self._prepared_key: tuple | None = None
-        self._train_ann: tuple[tuple, AnnotationSet] | None = None  # (file stamps, annotations) of the last split
         self._model_version = 0
         self._stage_fingerprints: dict[tuple[str, int], str] = {}
         # the crop size depends on the preset: the harness reads it from ``info`` to cut crops
@@ -239,16 +241,18 @@ class TorchMethod:
         return ann, ident, Path(ctx.cache_dir) / "models" / self.info.name / folder
 
     def _training_annotations(self, train_file: Path, ctx: RunContext) -> AnnotationSet:
-        """The split's training annotations, read once for the job plan and the training that follows (again only
-        when the file, or the descriptions the texts come from, changed on disk)."""
+        """The split's training annotations, read once per process for the job plan and every method's training
+        (again only when the file, or the descriptions the texts come from, changed on disk)."""
         sources = [train_file, *([Path(ctx.descriptions)] if ctx.descriptions else [])]
         key = (tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in sources), ctx.text_variant,
                repr(ctx.description_drop))
-        if self._train_ann is None or self._train_ann[0] != key:
+        if key not in _TRAINING_ANNOTATIONS:
             texts = (load_descriptions(ctx.descriptions, ctx.text_variant, ctx.description_drop)
                      if ctx.descriptions else None)
-            self._train_ann = (key, load_annotation_set(train_file, descriptions=texts))
-        return self._train_ann[1]
+            if len(_TRAINING_ANNOTATIONS) >= 5:  # MP-100's five splits; a changed file drops the oldest
+                del _TRAINING_ANNOTATIONS[next(iter(_TRAINING_ANNOTATIONS))]
+            _TRAINING_ANNOTATIONS[key] = load_annotation_set(train_file, descriptions=texts)
+        return _TRAINING_ANNOTATIONS[key]
 
     def _train_or_reuse(self, ctx: RunContext) -> dict:
         ann, ident, out_dir = self._training_job(ctx)
