@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from baselines.common.backbones import FEATURES_AT, build_backbone, features_at
+from baselines.common.backbones import FEATURES_AT, build_backbone, features_at, resize_features
 from baselines.common.convert import load_official_pomnet
 from baselines.common.heatmaps import keypoints_from_heatmaps_crop
 from baselines.common.plugin import TorchMethod
@@ -229,21 +229,23 @@ class POMNet(TorchMethod):
         return {"support": "support_image", "query": "query_image"}
 
     def shared_stage(self, stage: str) -> tuple[str, nn.Module]:
-        """Every stage is one encoder's :func:`features_at` (the frozen shared one of the budget preset is the same
-        network as the lineage methods')."""
+        """Every stage is one encoder's map at its own size (``features_at`` without a resize): the frozen shared
+        encoder of the budget preset is the lineage methods' network at the size they use, so one computation
+        serves all; the head's ``input_size / 32`` cells are resized from it at use, as ``features_at`` would."""
         encoder = self.model.backbone.support_encoder() if stage == "support_image" else self.model.backbone.query
-        return FEATURES_AT.format(size=self.model.feature_size), encoder
+        return FEATURES_AT.format(size=self.backbone_info.out_size), encoder
 
     def stage_features(self, stage: str, crops: torch.Tensor, view: InstanceView) -> dict[str, torch.Tensor]:
-        """``encoder_query`` (stages ``image`` and ``query_image``) or ``encoder_sample`` (``support_image``)."""
-        if stage == "support_image":
-            return {"feat": self.model.support_features(crops)}
-        return {"feat": self.model.query_features(crops)}
+        """``encoder_query`` (stages ``image`` and ``query_image``) or ``encoder_sample`` (``support_image``), at the
+        encoder's own output size (see :meth:`shared_stage`)."""
+        _, encoder = self.shared_stage(stage)
+        return {"feat": features_at(encoder, crops, self.backbone_info.out_size)}
 
     def support_state_cached(self, feats, kpts_norm, visible, support):
         """(tokens float32[1, K, C], mask float32[1, K, 1]): :func:`pomnet_predict`'s support tokens of the K real
         keypoint slots, pooled once per episode."""
-        feats_s, heatmaps_s, mask = self._support_from_features(feats["feat"], kpts_norm, visible)
+        feats_s, heatmaps_s, mask = self._support_from_features(
+            resize_features(feats["feat"], self.model.feature_size), kpts_norm, visible)
         shots, k = heatmaps_s.shape[:2]
         mask = mask.reshape(1, k, 1).to(feats_s.dtype)
         tokens = self.model.head.support_tokens([feats_s[s : s + 1] for s in range(shots)],
@@ -258,7 +260,8 @@ class POMNet(TorchMethod):
         mask = torch.cat([s[1] for s in states])[episode]
         if tokens.shape[1] != k:
             raise ValueError(f"pomnet: support state has {tokens.shape[1]} keypoint slots, the category {k}")
-        heatmaps = self.model.head.forward_tokens(feats["feat"], tokens, mask).heatmaps
+        query = resize_features(feats["feat"], self.model.feature_size)
+        heatmaps = self.model.head.forward_tokens(query, tokens, mask).heatmaps
         peaks = keypoints_from_heatmaps_crop(heatmaps.float().cpu().numpy(), size)
         return torch.from_numpy(peaks.coords) / size
 

@@ -106,12 +106,12 @@ def tiny(tmp_path_factory):
     torch.set_num_threads(threads)
 
 
-def _tiny_preset(name, monkeypatch):
+def _tiny_preset(name, monkeypatch, backbone="resnet18"):
     from baselines.common.trainer import Preset
 
     cls = registry.load_method_class(name)
     monkeypatch.setitem(cls.presets, "cache-tiny", Preset("cache-tiny", iterations=2, batch_size=2, lr=1e-4,
-                                                          warmup_iters=1, input_size=64, backbone="resnet18",
+                                                          warmup_iters=1, input_size=64, backbone=backbone,
                                                           log_every=1))
     if name == "pomnet":
         # the official init (N(0, 0.001) convs in the per-keypoint branch) gives ~1e-9 heatmaps; wider convs give O(1)
@@ -133,7 +133,7 @@ def _tiny_preset(name, monkeypatch):
     return cls
 
 
-def _run(tiny, tmp_path, name, tag, cache_mb, shots=(1, 3), batch_size=0, episodes=3):
+def _run(tiny, tmp_path, name, tag, cache_mb, shots=(1, 3), batch_size=0, episodes=3, variants=()):
     from rich.console import Console
 
     from cape_bench.config import load_config
@@ -147,11 +147,16 @@ def _run(tiny, tmp_path, name, tag, cache_mb, shots=(1, 3), batch_size=0, episod
         put += [f'methods.{name}.preset="cache-tiny"', f'methods.{name}.options={{backbone_weights="random"}}']
     if batch_size:
         put.append(f"methods.{name}.batch_size={batch_size}")
+    for label, train in variants:  # more labels on the same method, each with its own training overrides
+        put += [f'methods.{label}.method="{name}"', f'methods.{label}.preset="cache-tiny"',
+                f'methods.{label}.options={{backbone_weights="random"}}', f"methods.{label}.train={train}"]
+    if variants:
+        put += [f'run.methods={[name, *(label for label, _ in variants)]}'.replace("'", '"'), "run.train_jobs=1"]
     cfg = load_config(None, put)
     runner = Runner(cfg, tmp_path / tag, console=Console(file=open(tmp_path / f"{tag}.log", "w"), width=200),
                     show_progress=False)
     outcomes = runner.execute()
-    assert [o.status for o in outcomes] == ["done"] * len(shots), [o.error for o in outcomes]
+    assert [o.status for o in outcomes] == ["done"] * len(shots) * (1 + len(variants)), [o.error for o in outcomes]
     assert runner._features is None  # closed: spill folder gone
     return runner.run
 
@@ -204,6 +209,46 @@ def test_equal_support_states_share_their_queries_predictions(name, tiny, tmp_pa
     got = pd.read_parquet(cached.predictions(name, 1, 1))
     assert len(got) == len(ref) and got[["pair", "kpt"]].equals(ref[["pair", "kpt"]])
     assert np.abs(got[["pred_x", "pred_y"]].to_numpy() - ref[["pred_x", "pred_y"]].to_numpy()).max() <= ATOL_PX
+
+
+def test_pomnet_resizes_a_finer_cached_map_as_features_at_does(tiny, tmp_path, monkeypatch):
+    """On a stride-16 backbone POMNet caches the encoder's own 4×4 map (the one the lineage heads use) and resizes it
+    to its 2×2 cells at use: the same predictions as the uncached loop, which resizes inside ``features_at``."""
+    import pandas as pd
+
+    _tiny_preset("pomnet", monkeypatch, backbone="mobilenetv2_s16")
+    plain = _run(tiny, tmp_path, "pomnet", "plain", 0, shots=(1,))
+    cached = _run(tiny, tmp_path, "pomnet", "cached", 64, shots=(1,))
+    fc = json.loads(cached.cell("pomnet", 1, 1).read_text())["feature_cache"]
+    assert fc["shared_stages"] and all(fp.startswith("feat = features_at(backbone, crop, 4) | 64 px crop")
+                                       for fp in fc["shared_stages"].values()), fc["shared_stages"]
+    ref = pd.read_parquet(plain.predictions("pomnet", 1, 1))
+    got = pd.read_parquet(cached.predictions("pomnet", 1, 1))
+    assert ref[["pred_x", "pred_y"]].std().min() > 0.5, "predictions do not vary: the comparison would be blind"
+    assert np.abs(got[["pred_x", "pred_y"]].to_numpy() - ref[["pred_x", "pred_y"]].to_numpy()).max() <= ATOL_PX
+
+
+def test_a_stage_on_the_same_weights_is_computed_once_per_run(tiny, tmp_path, monkeypatch):
+    """Shared stages (``stage_fingerprint``): a second label on the same trained model reads the first one's
+    backbone features (none computed) and predicts exactly what the first does; a model trained otherwise (other
+    weights, another fingerprint) computes its own."""
+    import pandas as pd
+
+    _tiny_preset("capeformer", monkeypatch)
+    run = _run(tiny, tmp_path, "capeformer", "shared", 64, shots=(1,),
+               variants=[("cf-twin", "{}"), ("cf-other", "{lr = 3e-3}")])
+    cell = {label: json.loads(run.cell(label, 1, 1).read_text())["feature_cache"]
+            for label in ("capeformer", "cf-twin", "cf-other")}
+    fingerprint = {label: set(fc["shared_stages"].values()) for label, fc in cell.items()}
+    assert fingerprint["capeformer"] and fingerprint["cf-twin"] == fingerprint["capeformer"]
+    assert not fingerprint["cf-other"] & fingerprint["capeformer"]
+    assert cell["capeformer"]["instances_computed"] > 0 and cell["cf-twin"]["instances_computed"] == 0
+    assert cell["cf-other"]["instances_computed"] == cell["capeformer"]["instances_computed"]
+    ref = pd.read_parquet(run.predictions("capeformer", 1, 1))
+    twin = pd.read_parquet(run.predictions("cf-twin", 1, 1))
+    other = pd.read_parquet(run.predictions("cf-other", 1, 1))
+    assert twin[["pred_x", "pred_y"]].equals(ref[["pred_x", "pred_y"]])
+    assert np.abs(other[["pred_x", "pred_y"]].to_numpy() - ref[["pred_x", "pred_y"]].to_numpy()).max() > 100 * ATOL_PX
 
 
 def test_support_image_methods_never_share_predictions(tiny, tmp_path, monkeypatch):

@@ -46,6 +46,7 @@ from baselines.common.backbones.module import (  # noqa: F401
     FeatureBackbone,
     _renormalize_affine,
     features_at,
+    resize_features,
 )
 from baselines.common.backbones.specs import (  # noqa: F401
     BACKBONE_SPECS,

@@ -23,7 +23,13 @@ def features_at(backbone: nn.Module, images: torch.Tensor, size: int | None) -> 
         images: ImageNet-normalised crops float32[B, 3, S, S].
         size: side of the feature map the head expects.
     """
-    feats = backbone(images)
+    return resize_features(backbone(images), size)
+
+
+def resize_features(feats: torch.Tensor, size: int | None) -> torch.Tensor:
+    """float32[B, C, h, w] bilinearly resized (align_corners False) to ``size`` × ``size``; as it is when ``size`` is
+    None / 0 or already met. :func:`features_at` is ``resize_features(backbone(images), size)``, so a head that needs
+    another size can start from another head's cached backbone map."""
     if size and tuple(feats.shape[-2:]) != (size, size):
         feats = F.interpolate(feats, size=(size, size), mode="bilinear", align_corners=False)
     return feats
