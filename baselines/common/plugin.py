@@ -30,7 +30,8 @@ from cape_bench.data.geometry import crop_to_image, image_to_crop
 from cape_bench.data.mp100 import AnnotationSet, load_annotation_set, load_descriptions, split_file
 from cape_bench.images import normalize_crops
 
-TRAINING_CODE_VERSION = "train-2"  # bump when training semantics change (invalidates cached models)
+TRAINING_CODE_VERSION = "train-3"  # bump when training semantics change (invalidates cached models); 3: frozen
+# backbones channels-last on CPU, POMNet per-keypoint BatchNorm as one native pass (equal up to float rounding)
 
 #: training annotations by (file stamps, text variant, description drop), shared by every method of the process
 _TRAINING_ANNOTATIONS: dict[tuple, AnnotationSet] = {}

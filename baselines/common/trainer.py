@@ -278,6 +278,8 @@ def _train_here(model, stream, preset, out_dir, meta, device, log, console, dist
         backbone = model.get_submodule("backbone")
         backbone.eval()
         backbone.requires_grad_(False)
+        if str(device) == "cpu":  # as at evaluation (plugin.to_inference_device): its convolutions run faster so
+            backbone.to(memory_format=torch.channels_last)
         model.train = _train_keeping_frozen(model.train, backbone)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=preset.lr, weight_decay=preset.weight_decay)
