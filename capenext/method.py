@@ -56,8 +56,7 @@ from torch import nn
 from baselines.capex.method import TextMethod, TextPoseModel, TextSupportState
 from baselines.common import text_encoders as te
 from baselines.common.budget import LINEAGE_BUDGET, LINEAGE_HEAD
-from baselines.common.plugin import to_inference_device
-from baselines.common.trainer import Preset
+from baselines.common.trainer import Preset, to_inference_device
 from cape_bench.api import InstanceView, MethodInfo, RunContext
 from cape_bench.data.mp100 import split_file
 from capenext.fuse import FuseConfig

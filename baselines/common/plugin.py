@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from baselines.common.trainer import EpisodeStream, Preset, load_checkpoint, sized_head, train
+from baselines.common.trainer import EpisodeStream, Preset, load_checkpoint, sized_head, to_inference_device, train
 from cape_bench.api import InstanceView, MethodInfo, RunContext, role_stages
 from cape_bench.data.geometry import crop_to_image, image_to_crop
 from cape_bench.data.mp100 import AnnotationSet, load_annotation_set, load_descriptions, split_file
@@ -45,15 +45,6 @@ def module_digest(module: torch.nn.Module) -> str:
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
     return digest.hexdigest()[:16]
-
-
-def to_inference_device(module: torch.nn.Module, device) -> torch.nn.Module:
-    """``module`` moved to ``device``, channels-last on CPU: its convolutions run 1.5–3x faster so here
-    (docs/results.md, "The second (cached) default run"). Returns the module."""
-    module.to(device)
-    if str(device) == "cpu":
-        module.to(memory_format=torch.channels_last)
-    return module
 
 
 class TorchMethod:

@@ -278,8 +278,7 @@ def _train_here(model, stream, preset, out_dir, meta, device, log, console, dist
         backbone = model.get_submodule("backbone")
         backbone.eval()
         backbone.requires_grad_(False)
-        if str(device) == "cpu":  # as at evaluation (plugin.to_inference_device): its convolutions run faster so
-            backbone.to(memory_format=torch.channels_last)
+        to_inference_device(backbone, device)  # it only runs forward, as at evaluation
         model.train = _train_keeping_frozen(model.train, backbone)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=preset.lr, weight_decay=preset.weight_decay)
@@ -381,6 +380,15 @@ def _exclusive(path: Path, enabled: bool, log):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def to_inference_device(module: torch.nn.Module, device) -> torch.nn.Module:
+    """``module`` moved to ``device``, channels-last on CPU: its convolutions run 1.5–3x faster so here
+    (docs/results.md, "The second (cached) default run"). Returns the module."""
+    module.to(device)
+    if str(device) == "cpu":
+        module.to(memory_format=torch.channels_last)
+    return module
 
 
 def _train_keeping_frozen(train_fn, frozen):
